@@ -1,0 +1,1 @@
+"""Self-hosted contextual-bandit service: gRPC ranking, VW learning, an auditable decision log."""

@@ -1,0 +1,103 @@
+"""Vowpal Wabbit behind the `Policy` protocol. The only module that imports vowpal_wabbit_next."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import vowpal_wabbit_next as vw
+
+from bandit_server.core.policy import Pmf
+from bandit_server.errors import InvalidArgument, describe
+
+DEFAULT_VW_ARGS = "--cb_explore_adf --epsilon 0.2 -q ::"
+
+# Options that make VW read or write files, or run its own loop: the service owns all of that.
+_DRIVER_OPTIONS = frozenset(
+    {
+        "-d", "--data", "-f", "--final_regressor", "-i", "--initial_regressor",
+        "-p", "--predictions", "-r", "--raw_predictions", "-c", "--cache", "--cache_file",
+        "-k", "--kill_cache", "--readable_model", "--invert_hash", "--daemon", "--port",
+        "--save_per_pass", "--passes", "--audit", "-a", "--audit_regressor", "--json",
+        "--dsjson", "--pid_file", "--port_file", "--num_children", "--output_model_config",
+        "--id", "--no_stdin", "--compressed", "--examples", "--holdout_off",
+        "--holdout_period", "--holdout_after", "--early_terminate", "--dump_json_weights_experimental",
+    }
+)  # fmt: skip
+
+
+def split_args(args: str | Sequence[str]) -> list[str]:
+    """A VW command line as a token list; `--quiet` is added so VW never writes to the console."""
+    tokens = shlex.split(args) if isinstance(args, str) else list(args)
+    if "--quiet" not in tokens:
+        tokens.append("--quiet")
+    return tokens
+
+
+def validate_args(args: str, field: str = "vw_args") -> str:
+    """Check that `args` makes a VW contextual-bandit explorer; return it normalised.
+
+    Raises InvalidArgument with VW's own message when VW rejects the command line.
+    """
+    try:
+        tokens = shlex.split(args)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"{describe(args)} is not a command line: {exc}") from None
+    for token in tokens:
+        option = token.split("=", 1)[0]
+        if option in _DRIVER_OPTIONS:
+            raise InvalidArgument(
+                field,
+                f"{describe(args)}: option {option!r} controls files or VW's own driver; "
+                "the service manages data and models itself",
+            )
+    try:
+        workspace = vw.Workspace(split_args(tokens))
+    except Exception as exc:  # VW raises plain RuntimeError with its own message
+        raise InvalidArgument(field, f"{describe(args)} rejected by VW: {exc}") from None
+    if not workspace.multiline or workspace.prediction_type != vw.PredictionType.ActionProbs:
+        raise InvalidArgument(
+            field,
+            f"{describe(args)} does not make an exploring action-dependent-features learner "
+            "(it must include --cb_explore_adf)",
+        )
+    return shlex.join(tokens)
+
+
+class VWPolicy:
+    """A VW workspace that reads DSJSON lines. Not thread-safe: one owner at a time."""
+
+    def __init__(self, args: str, model: bytes | None = None) -> None:
+        self._args = args
+        self._workspace = vw.Workspace(split_args(args), model_data=model)
+        self._parser = vw.DSJsonFormatParser(self._workspace)
+
+    @classmethod
+    def load(cls, args: str, model: bytes) -> VWPolicy:
+        """A policy restored from `serialize()` bytes."""
+        return cls(args, model)
+
+    @property
+    def args(self) -> str:
+        return self._args
+
+    def predict_one(self, dsjson_line: str) -> Pmf:
+        prediction = self._workspace.predict_one(self._parser.parse_json(dsjson_line))
+        return [(int(index), float(prob)) for index, prob in prediction]  # type: ignore[union-attr]
+
+    def learn_one(self, dsjson_line: str) -> None:
+        self._workspace.learn_one(self._parser.parse_json(dsjson_line))
+
+    def predict_then_learn_one(self, dsjson_line: str) -> Pmf:
+        """The prediction from before learning, then learn: one pass, as VW's driver does."""
+        prediction = self._workspace.predict_then_learn_one(self._parser.parse_json(dsjson_line))
+        return [(int(index), float(prob)) for index, prob in prediction]  # type: ignore[union-attr]
+
+    def serialize(self) -> bytes:
+        return self._workspace.serialize()
+
+
+def run_vw_command_line(args: Sequence[str], cwd: Path | None = None) -> tuple[str, list[str]]:
+    """VW's own command-line driver in-process: (driver output, log lines). For reference runs."""
+    return vw.run_cli_driver(list(args), onethread=True, cwd=cwd)
