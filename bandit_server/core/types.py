@@ -1,0 +1,154 @@
+"""Domain values for ranking: features, namespaces, actions, and a validated rank request."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bandit_server.errors import InvalidArgument, describe
+
+FeatureValue = str | float | bool
+
+MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    value: FeatureValue
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    features: tuple[Feature, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str
+    features: tuple[Namespace, ...]
+
+
+def _check_name(field: str, name: str, what: str) -> None:
+    if not name:
+        raise InvalidArgument(field, f"{what} name is empty")
+    if name[0] == "_":
+        # VW's JSON reader treats keys that start with '_' as its own (labels, _multi, _text).
+        raise InvalidArgument(
+            field, f"{what} name {describe(name)} starts with '_', reserved by VW"
+        )
+
+
+def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
+    """Raise InvalidArgument naming the first bad namespace or feature under `field`."""
+    seen_namespaces: dict[str, int] = {}
+    for i, namespace in enumerate(namespaces):
+        path = f"{field}[{i}]"
+        _check_name(f"{path}.name", namespace.name, "namespace")
+        first = seen_namespaces.setdefault(namespace.name, i)
+        if first != i:
+            raise InvalidArgument(
+                f"{path}.name",
+                f"namespace {describe(namespace.name)} repeats {field}[{first}].name",
+            )
+        seen_features: dict[str, int] = {}
+        for j, feature in enumerate(namespace.features):
+            fpath = f"{path}.features[{j}]"
+            _check_name(f"{fpath}.name", feature.name, "feature")
+            ffirst = seen_features.setdefault(feature.name, j)
+            if ffirst != j:
+                raise InvalidArgument(
+                    f"{fpath}.name",
+                    f"feature {describe(feature.name)} repeats {path}.features[{ffirst}].name",
+                )
+            value = feature.value
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidArgument(f"{fpath}.number_value", f"{value!r} is not a finite number")
+
+
+def check_id(field: str, value: str, what: str) -> None:
+    if not value:
+        raise InvalidArgument(field, f"{what} is empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(
+            field, f"{what} {describe(value)} is longer than {MAX_ID_LENGTH} characters"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RankInput:
+    """A rank request as the core sees it; validated on construction, nothing wire-specific.
+
+    `event_id` may be empty (the caller assigns one before deciding).
+    """
+
+    experiment: str
+    event_id: str
+    context: tuple[Namespace, ...]
+    actions: tuple[Action, ...]
+    excluded_action_ids: tuple[str, ...] = ()
+    defer_activation: bool = False
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.event_id:
+            check_id("event_id", self.event_id, "event_id")
+        if len(self.user_id) > MAX_ID_LENGTH:
+            raise InvalidArgument(
+                "user_id", f"{describe(self.user_id)} is longer than {MAX_ID_LENGTH} characters"
+            )
+        check_namespaces("context", self.context)
+        if not self.actions:
+            raise InvalidArgument("actions", "no actions given; at least one is needed")
+        positions: dict[str, int] = {}
+        for i, action in enumerate(self.actions):
+            check_id(f"actions[{i}].id", action.id, "action id")
+            first = positions.setdefault(action.id, i)
+            if first != i:
+                raise InvalidArgument(
+                    f"actions[{i}].id", f"{describe(action.id)} repeats actions[{first}].id"
+                )
+            check_namespaces(f"actions[{i}].features", action.features)
+        excluded_seen: dict[str, int] = {}
+        for i, action_id in enumerate(self.excluded_action_ids):
+            if action_id not in positions:
+                raise InvalidArgument(
+                    f"excluded_action_ids[{i}]", f"{describe(action_id)} is not among the actions"
+                )
+            first = excluded_seen.setdefault(action_id, i)
+            if first != i:
+                raise InvalidArgument(
+                    f"excluded_action_ids[{i}]",
+                    f"{describe(action_id)} repeats excluded_action_ids[{first}]",
+                )
+        if len(excluded_seen) == len(self.actions):
+            raise InvalidArgument(
+                "excluded_action_ids",
+                f"all {len(self.actions)} actions are excluded; at least one must remain",
+            )
+
+    def candidates(self) -> tuple[Action, ...]:
+        """The actions that may be chosen: all of them minus the excluded, in request order."""
+        if not self.excluded_action_ids:
+            return self.actions
+        excluded = set(self.excluded_action_ids)
+        return tuple(action for action in self.actions if action.id not in excluded)
+
+
+def namespaces_from_mapping(
+    mapping: Mapping[str, Mapping[str, FeatureValue]],
+) -> tuple[Namespace, ...]:
+    """Plain-dict features ({"User": {"segment": "a"}}) as namespaces, for simulators and scripts."""
+    return tuple(
+        Namespace(name, tuple(Feature(fname, value) for fname, value in features.items()))
+        for name, features in mapping.items()
+    )
+
+
+def action_from_mapping(mapping: Mapping[str, object]) -> Action:
+    """{"id": "v1", "features": {"Action": {...}}} as an Action."""
+    features = mapping.get("features", {})
+    assert isinstance(features, Mapping)
+    return Action(str(mapping["id"]), namespaces_from_mapping(features))
