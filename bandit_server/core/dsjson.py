@@ -82,7 +82,7 @@ class DecisionRecord:
 
 
 def export_line(record: DecisionRecord) -> str:
-    """One DSJSON line in the field's layout (VW, Personalizer): labels first, `_skipLearn` when unlearned."""
+    """One DSJSON line in the layout VW and Personalizer use; `_skipLearn` marks unlearned ones."""
     head = '"_skipLearn":true,' if record.label is None else _label_keys(record.label) + ","
     return (
         "{"

@@ -140,7 +140,7 @@ class RankInput:
 def namespaces_from_mapping(
     mapping: Mapping[str, Mapping[str, FeatureValue]],
 ) -> tuple[Namespace, ...]:
-    """Plain-dict features ({"User": {"segment": "a"}}) as namespaces, for simulators and scripts."""
+    """Plain-dict features ({"User": {"segment": "a"}}) as namespaces, for simulators."""
     return tuple(
         Namespace(name, tuple(Feature(fname, value) for fname, value in features.items()))
         for name, features in mapping.items()

@@ -22,7 +22,8 @@ _DRIVER_OPTIONS = frozenset(
         "--save_per_pass", "--passes", "--audit", "-a", "--audit_regressor", "--json",
         "--dsjson", "--pid_file", "--port_file", "--num_children", "--output_model_config",
         "--id", "--no_stdin", "--compressed", "--examples", "--holdout_off",
-        "--holdout_period", "--holdout_after", "--early_terminate", "--dump_json_weights_experimental",
+        "--holdout_period", "--holdout_after", "--early_terminate",
+        "--dump_json_weights_experimental",
     }
 )  # fmt: skip
 
