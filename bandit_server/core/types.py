@@ -152,3 +152,16 @@ def action_from_mapping(mapping: Mapping[str, object]) -> Action:
     features = mapping.get("features", {})
     assert isinstance(features, Mapping)
     return Action(str(mapping["id"]), namespaces_from_mapping(features))
+
+
+@dataclass(frozen=True, slots=True)
+class RankResult:
+    """What Rank answers: the drawn action first, every candidate once, and the model version."""
+
+    event_id: str
+    ranking: tuple[tuple[str, float], ...]
+    model_version: str
+
+    @property
+    def chosen_action_id(self) -> str:
+        return self.ranking[0][0]

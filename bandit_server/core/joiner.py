@@ -1,0 +1,74 @@
+"""The reward window of one event: what is learned, when, and with which cost.
+
+Pure state transitions; the caller persists what they return. The window starts at Rank and
+lasts the experiment's reward_wait_seconds, as in Personalizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bandit_server.core.experiment import Aggregation
+
+
+@dataclass(slots=True)
+class OpenEvent:
+    """An event whose reward window is open (or whose close is not yet processed)."""
+
+    event_id: str
+    deadline: float
+    deferred: bool
+    activated: bool = False
+    learned: bool = False
+    first_reward: float | None = None
+    reward_sum: float = 0.0
+    reward_count: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.activated or not self.deferred
+
+
+def on_reward(
+    event: OpenEvent, value: float, now: float, aggregation: Aggregation
+) -> tuple[bool, float | None]:
+    """(late, cost to learn now or None)."""
+    if now > event.deadline:
+        return True, None
+    if event.learned:
+        return False, None
+    if event.first_reward is None:
+        event.first_reward = value
+    event.reward_sum += value
+    event.reward_count += 1
+    if aggregation is Aggregation.EARLIEST and event.active:
+        event.learned = True
+        return False, -value
+    return False, None
+
+
+def on_activate(
+    event: OpenEvent, now: float, aggregation: Aggregation
+) -> tuple[bool, float | None]:
+    """(late, cost to learn now or None). Activating twice is harmless."""
+    if now > event.deadline:
+        return True, None
+    if event.activated:
+        return False, None
+    event.activated = True
+    if aggregation is Aggregation.EARLIEST and event.first_reward is not None and not event.learned:
+        event.learned = True
+        return False, -event.first_reward
+    return False, None
+
+
+def on_close(event: OpenEvent, aggregation: Aggregation, default_reward: float) -> float | None:
+    """The cost to learn when the window closes, or None (already learned, or never activated)."""
+    if event.learned or not event.active:
+        return None
+    event.learned = True
+    if aggregation is Aggregation.SUM and event.reward_count:
+        return -event.reward_sum
+    if aggregation is Aggregation.EARLIEST and event.first_reward is not None:
+        return -event.first_reward
+    return -default_reward

@@ -1,0 +1,442 @@
+"""The service's async API: experiments, Rank, Reward, Activate. No wire types here.
+
+Thread layout: this class runs on one asyncio loop; the log writer and the learner each own a
+thread. A request's log rows are committed (group commit) before its call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bandit_server.core import joiner, sampling
+from bandit_server.core.dsjson import context_json
+from bandit_server.core.experiment import ExperimentConfig, check_experiment_name
+from bandit_server.core.joiner import OpenEvent
+from bandit_server.core.types import Action, RankInput, RankResult, check_id
+from bandit_server.engine.learner import Learner
+from bandit_server.engine.model import ExperimentModel
+from bandit_server.engine.recovery import open_events, restore_model
+from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
+from bandit_server.learners.vw import validate_args
+from bandit_server.storage.models import DirectoryModelStore
+from bandit_server.storage.records import (
+    ActivationRow,
+    DecisionRow,
+    ExperimentRow,
+    LearnedRow,
+    RewardRow,
+)
+from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+from bandit_server.storage.sqlite_writer import Row
+
+log = structlog.get_logger(__name__)
+
+WINDOW_TICK_SECONDS = 0.25
+WATERMARK_EVERY_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentStatus:
+    config: ExperimentConfig
+    model_version: str
+    learned_events: int
+
+
+@dataclass(slots=True)
+class _Runtime:
+    config: ExperimentConfig
+    epoch: str
+    model: ExperimentModel
+    open: dict[str, OpenEvent] = field(default_factory=dict)
+    inflight: dict[str, asyncio.Future[RankResult]] = field(default_factory=dict)
+    closed_until: float = float("-inf")
+
+
+def result_from_row(row: DecisionRow) -> RankResult:
+    ranking = tuple(
+        (row.action_ids[index], prob)
+        for index, prob in zip(row.ranking, row.probabilities, strict=True)
+    )
+    return RankResult(row.event_id, ranking, row.model_version)
+
+
+def _excluded_json(request: RankInput) -> str:
+    if not request.excluded_action_ids:
+        return "[]"
+    excluded = set(request.excluded_action_ids)
+    return json.dumps(
+        [_action_dict(a) for a in request.actions if a.id in excluded], separators=(",", ":")
+    )
+
+
+def _action_dict(action: Action) -> dict[str, object]:
+    return {
+        "id": action.id,
+        "features": {ns.name: {f.name: f.value for f in ns.features} for ns in action.features},
+    }
+
+
+class Engine:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        synchronous: str = "FULL",
+        checkpoint_interval: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = data_dir
+        self._synchronous = synchronous
+        self._checkpoint_interval = checkpoint_interval
+        self._clock = clock
+        self._runtimes: dict[str, _Runtime] = {}
+        # Replaced, never mutated, so the learner thread always reads a consistent mapping.
+        self._models: dict[str, ExperimentModel] = {}
+        self._deadlines: list[tuple[float, str, str]] = []
+        self._window_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.log: SQLiteDecisionLog
+        self.learner: Learner
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the log, restore every experiment's model and windows, start the threads."""
+        self._loop = asyncio.get_running_loop()
+        self.log = SQLiteDecisionLog(self.data_dir, self._synchronous)
+        self._store = DirectoryModelStore(self.data_dir / "models")
+        self.learner = Learner(
+            self.log, self._store, lambda: self._models, self._checkpoint_interval
+        )
+        for row in self.log.experiments():
+            self._install(row)
+        self.learner.start()
+        self._window_task = asyncio.create_task(self._close_windows_forever())
+        log.info("engine_started", data_dir=str(self.data_dir), experiments=len(self._runtimes))
+
+    def _install(self, row: ExperimentRow) -> None:
+        config = ExperimentConfig.from_json_dict(json.loads(row.config_json))
+        model = restore_model(
+            self.log,
+            self._store,
+            config.name,
+            config.vw_args,
+            row.epoch,
+            config.model_update_interval_seconds,
+        )
+        runtime = _Runtime(config, row.epoch, model)
+        runtime.closed_until = self.log.closed_until(config.name)
+        for event in open_events(self.log, config.name):
+            runtime.open[event.event_id] = event
+            heapq.heappush(self._deadlines, (event.deadline, config.name, event.event_id))
+        self._runtimes[config.name] = runtime
+        self._models = {**self._models, config.name: model}
+
+    async def stop(self) -> None:
+        """Commit what is queued, learn it, checkpoint every model, close the log."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._window_task is not None:
+            self._window_task.cancel()
+            try:
+                await self._window_task
+            except asyncio.CancelledError:
+                pass
+        await asyncio.to_thread(self.log.flush_and_stop_writing)
+        await asyncio.to_thread(self.learner.stop)
+        self.log.close()
+        log.info("engine_stopped")
+
+    # -- experiments -----------------------------------------------------------------------
+
+    def _runtime(self, name: str, field_name: str = "experiment") -> _Runtime:
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            check_experiment_name(name, field_name)
+            raise NotFound(f"experiment {name!r} does not exist")
+        return runtime
+
+    def _status(self, runtime: _Runtime) -> ExperimentStatus:
+        return ExperimentStatus(runtime.config, runtime.model.version, runtime.model.learned_count)
+
+    async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
+        if config.name in self._runtimes:
+            raise AlreadyExists(f"experiment {config.name!r} already exists")
+        config = _with_valid_args(config)
+        now = self._clock()
+        epoch = secrets.token_hex(3)
+        self.log.execute_admin(
+            "INSERT INTO experiments (name, config, epoch, created_at, updated_at)"
+            " VALUES (?,?,?,?,?)",
+            (config.name, json.dumps(config.to_json_dict()), epoch, now, now),
+        )
+        model = ExperimentModel(config.vw_args, epoch, config.model_update_interval_seconds)
+        runtime = _Runtime(config, epoch, model)
+        self._runtimes[config.name] = runtime
+        self._models = {**self._models, config.name: model}
+        log.info("experiment_created", experiment=config.name, vw_args=config.vw_args)
+        return self._status(runtime)
+
+    def get_experiment(self, name: str) -> ExperimentStatus:
+        return self._status(self._runtime(name, "name"))
+
+    def list_experiments(self) -> list[ExperimentStatus]:
+        return [self._status(self._runtimes[name]) for name in sorted(self._runtimes)]
+
+    async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
+        runtime = self._runtime(config.name, "experiment.name")
+        config = _with_valid_args(config)
+        old = runtime.config
+        self.log.execute_admin(
+            "UPDATE experiments SET config = ?, updated_at = ? WHERE name = ?",
+            (json.dumps(config.to_json_dict()), self._clock(), config.name),
+        )
+        if config.vw_args != old.vw_args:
+            # A new learning policy is retrained on the whole learned log, on the learner
+            # thread, so the model stays "fresh VW with these args + the learned lines".
+            def rebuild() -> ExperimentModel:
+                model = restore_model(
+                    self.log,
+                    self._store,
+                    config.name,
+                    config.vw_args,
+                    runtime.epoch,
+                    config.model_update_interval_seconds,
+                )
+                self._models = {**self._models, config.name: model}
+                return model
+
+            runtime.model = await asyncio.to_thread(self.learner.call, rebuild)  # type: ignore[assignment]
+        else:
+            runtime.model.update_interval = config.model_update_interval_seconds
+        runtime.config = config
+        log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
+        return self._status(runtime)
+
+    async def delete_experiment(self, name: str) -> None:
+        runtime = self._runtime(name, "name")
+        del self._runtimes[name]
+        runtime.model.deleted = True
+        self._models = {k: v for k, v in self._models.items() if k != name}
+        await asyncio.to_thread(self.log.delete_experiment_data, name)
+        self._store.delete(name)
+        log.info("experiment_deleted", experiment=name)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _commit(self, rows: Sequence[Row]) -> asyncio.Future[list[LearnedRow]]:
+        if self._stopping:
+            raise Unavailable("the server is shutting down")
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[list[LearnedRow]] = loop.create_future()
+        learner = self.learner
+
+        def done(error: BaseException | None, learned: list[LearnedRow]) -> None:
+            for row in learned:  # on the writer thread, in commit order
+                learner.enqueue(row.experiment, row)
+            loop.call_soon_threadsafe(_settle, future, error, learned)
+
+        self.log.submit(rows, done)
+        return future
+
+    async def rank(self, request: RankInput) -> RankResult:
+        runtime = self._runtime(request.experiment)
+        event_id = request.event_id or uuid.uuid4().hex
+        pending = runtime.inflight.get(event_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if request.event_id:
+            existing = self.log.decision(request.experiment, event_id)
+            if existing is not None:
+                return result_from_row(existing)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RankResult] = loop.create_future()
+        runtime.inflight[event_id] = future
+        try:
+            result = await self._decide(runtime, request, event_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: concurrent duplicates re-raise it themselves
+            raise
+        finally:
+            del runtime.inflight[event_id]
+        future.set_result(result)
+        return result
+
+    async def _decide(self, runtime: _Runtime, request: RankInput, event_id: str) -> RankResult:
+        candidates = request.candidates()
+        c_json = context_json(request.context, candidates)
+        pmf, version = runtime.model.predict(c_json)
+        ranking, probabilities = sampling.draw(
+            pmf, sampling.event_uniform(request.experiment, event_id)
+        )
+        now = self._clock()
+        deadline = now + runtime.config.reward_wait_seconds
+        row = DecisionRow(
+            experiment=request.experiment,
+            event_id=event_id,
+            timestamp=now,
+            deadline=deadline,
+            user_id=request.user_id,
+            deferred=request.defer_activation,
+            c_json=c_json,
+            action_ids=tuple(action.id for action in candidates),
+            excluded_json=_excluded_json(request),
+            ranking=ranking,
+            probabilities=probabilities,
+            model_version=version,
+        )
+        commit = self._commit([row])
+
+        def register(done: asyncio.Future[list[LearnedRow]]) -> None:
+            # A callback, not code after the await: it runs even if the caller was cancelled.
+            if done.cancelled() or done.exception() is not None:
+                return
+            if self._runtimes.get(request.experiment) is runtime:
+                runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
+                heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
+
+        commit.add_done_callback(register)
+        await asyncio.shield(commit)
+        return result_from_row(row)
+
+    async def reward(self, experiment: str, event_id: str, value: float) -> bool:
+        """Log a reward; learn it when the aggregation says so. Returns whether it was late."""
+        runtime = self._runtime(experiment)
+        check_id("event_id", event_id, "event_id")
+        if not math.isfinite(value):
+            raise InvalidArgument("value", f"{value!r} is not a finite number")
+        now = self._clock()
+        event = runtime.open.get(event_id)
+        cost: float | None = None
+        if event is None:
+            late = self._known_event_is_late(experiment, event_id, now)
+        else:
+            late, cost = joiner.on_reward(event, value, now, runtime.config.aggregation)
+        rows: list[Row] = [RewardRow(experiment, event_id, now, value, late)]
+        if cost is not None:
+            rows.append(LearnedRow(experiment, event_id, cost, now))
+        learned = await self._commit(rows)
+        await self._sync_if_immediate(runtime, learned)
+        return late
+
+    async def activate(self, experiment: str, event_id: str) -> bool:
+        """Log an activation; learn at once if an earliest reward was waiting. Returns late."""
+        runtime = self._runtime(experiment)
+        check_id("event_id", event_id, "event_id")
+        now = self._clock()
+        event = runtime.open.get(event_id)
+        cost: float | None = None
+        if event is None:
+            late = self._known_event_is_late(experiment, event_id, now)
+        else:
+            late, cost = joiner.on_activate(event, now, runtime.config.aggregation)
+        rows: list[Row] = [ActivationRow(experiment, event_id, now, late)]
+        if cost is not None:
+            rows.append(LearnedRow(experiment, event_id, cost, now))
+        learned = await self._commit(rows)
+        await self._sync_if_immediate(runtime, learned)
+        return late
+
+    def _known_event_is_late(self, experiment: str, event_id: str, now: float) -> bool:
+        row = self.log.decision(experiment, event_id)
+        if row is None:
+            raise NotFound(f"event {event_id!r} is not a decision of experiment {experiment!r}")
+        return now > row.deadline
+
+    async def _sync_if_immediate(self, runtime: _Runtime, learned: list[LearnedRow]) -> None:
+        # Interval 0 promises that the next Rank sees this event learned.
+        if learned and runtime.config.model_update_interval_seconds == 0:
+            await self.learner.wait_learned(runtime.config.name, runtime.model, learned[-1].seq)
+
+    # -- reward windows --------------------------------------------------------------------
+
+    async def _close_windows_forever(self) -> None:
+        last_watermark = 0.0
+        while True:
+            await self.close_due_windows()
+            if time.monotonic() - last_watermark >= WATERMARK_EVERY_SECONDS:
+                last_watermark = time.monotonic()
+                await asyncio.to_thread(self._save_watermarks)
+            delay = WINDOW_TICK_SECONDS
+            if self._deadlines:
+                delay = min(delay, max(0.0, self._deadlines[0][0] - self._clock()))
+            await asyncio.sleep(delay)
+
+    async def close_due_windows(self) -> int:
+        """Close every window whose deadline has passed; learn what the aggregation says."""
+        now = self._clock()
+        rows: list[Row] = []
+        closed: list[tuple[_Runtime, float]] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, experiment, event_id = heapq.heappop(self._deadlines)
+            runtime = self._runtimes.get(experiment)
+            if runtime is None:
+                continue
+            event = runtime.open.pop(event_id, None)
+            if event is None:
+                continue
+            cost = joiner.on_close(event, runtime.config.aggregation, runtime.config.default_reward)
+            if cost is not None:
+                rows.append(LearnedRow(experiment, event_id, cost, now))
+            closed.append((runtime, deadline))
+        if rows:
+            await self._commit(rows)
+        for runtime, deadline in closed:
+            runtime.closed_until = max(runtime.closed_until, deadline)
+        return len(closed)
+
+    def _save_watermarks(self) -> None:
+        for name, runtime in list(self._runtimes.items()):
+            if runtime.closed_until > float("-inf"):
+                self.log.execute_admin(
+                    "INSERT INTO watermarks (experiment, closed_until) VALUES (?, ?)"
+                    " ON CONFLICT (experiment) DO UPDATE SET closed_until = excluded.closed_until",
+                    (name, runtime.closed_until),
+                )
+
+    # -- introspection (tests, benchmarks) -------------------------------------------------
+
+    def model(self, experiment: str) -> ExperimentModel:
+        return self._runtime(experiment).model
+
+
+def _with_valid_args(config: ExperimentConfig) -> ExperimentConfig:
+    args = validate_args(config.vw_args, "experiment.vw_args")
+    if args == config.vw_args:
+        return config
+    return ExperimentConfig(
+        config.name,
+        args,
+        config.reward_wait_seconds,
+        config.default_reward,
+        config.aggregation,
+        config.model_update_interval_seconds,
+    )
+
+
+def _settle(
+    future: asyncio.Future[list[LearnedRow]],
+    error: BaseException | None,
+    learned: list[LearnedRow],
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(Unavailable(f"the decision log could not commit: {describe(error)}"))
+    else:
+        future.set_result(learned)

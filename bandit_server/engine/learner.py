@@ -1,0 +1,172 @@
+"""The learner thread: learns committed events in log order, publishes snapshots, checkpoints.
+
+Learning happens off the event loop so Rank never waits on it. The writer thread hands over
+learned rows in commit order, which is the learned log's order, so the model is always the
+log's prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from bandit_server.engine.model import ExperimentModel
+from bandit_server.storage.models import Checkpoint, ModelStore
+from bandit_server.storage.records import LearnedRow
+from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+
+log = structlog.get_logger(__name__)
+
+TICK_SECONDS = 0.05
+
+
+@dataclass(slots=True)
+class _Call:
+    """Run `fn` on the learner thread, between learned events."""
+
+    fn: Callable[[], object]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class Learner:
+    def __init__(
+        self,
+        decision_log: SQLiteDecisionLog,
+        store: ModelStore,
+        models: Callable[[], dict[str, ExperimentModel]],
+        checkpoint_interval: float,
+    ) -> None:
+        self._log = decision_log
+        self._store = store
+        self._models = models
+        self._checkpoint_interval = checkpoint_interval
+        self._queue: queue.SimpleQueue[tuple[str, LearnedRow] | _Call | object]
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
+        self._last_checkpoint = time.monotonic()
+        self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
+        self._waiters_lock = threading.Lock()
+        self.backlog_max = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def enqueue(self, experiment: str, row: LearnedRow) -> None:
+        """Called by the writer thread, in commit order."""
+        self._queue.put((experiment, row))
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def call(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on the learner thread and wait for it (for rebuilds and checkpoints)."""
+        job = _Call(fn)
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    async def wait_learned(self, experiment: str, model: ExperimentModel, seq: int) -> None:
+        """Return once `model` has learned the learned-log row `seq`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if model.learned_seq >= seq or model.deleted:
+                return
+            self._waiters.setdefault((experiment, seq), []).append((loop, future))
+        await future
+
+    def stop(self) -> None:
+        """Learn everything queued, checkpoint every model, then stop."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=TICK_SECONDS)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._drain()
+                self.checkpoint_all()
+                return
+            try:
+                if isinstance(item, _Call):
+                    self._run_call(item)
+                elif item is not None:
+                    self._learn(item)  # type: ignore[arg-type]
+                    self.backlog_max = max(self.backlog_max, self._queue.qsize())
+                self._maintain()
+            except Exception:  # the learner must outlive one bad event; the log keeps it
+                log.exception("learner_error")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Call):
+                self._run_call(item)
+            elif item is not _STOP:
+                self._learn(item)  # type: ignore[arg-type]
+
+    def _run_call(self, call: _Call) -> None:
+        try:
+            call.result = call.fn()
+        except BaseException as exc:
+            call.error = exc
+        call.done.set()
+
+    def _learn(self, item: tuple[str, LearnedRow]) -> None:
+        # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
+        experiment, row = item
+        model = self._models().get(experiment)
+        if model is not None and not model.deleted and row.seq > model.learned_seq:
+            model.learn(self._log.learn_item(experiment, row.event_id, row.seq, row.cost))
+        self._wake(experiment, row.seq)
+
+    def _wake(self, experiment: str, seq: int) -> None:
+        with self._waiters_lock:
+            waiters = self._waiters.pop((experiment, seq), None)
+        for loop, future in waiters or ():
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        models = self._models()
+        for model in models.values():
+            if model.publish_due(now):
+                model.publish()
+        if now - self._last_checkpoint >= self._checkpoint_interval:
+            self._last_checkpoint = now
+            self.checkpoint_all()
+
+    def checkpoint_all(self) -> None:
+        for name, model in self._models().items():
+            if model.deleted or model.checkpointed_seq == model.learned_seq:
+                continue
+            data, seq, count = model.serialize()
+            self._store.save(Checkpoint(name, model.vw_args, seq, count, time.time(), data))
+            model.checkpointed_seq = seq
+            log.info("checkpoint_saved", experiment=name, learned_seq=seq, learned_count=count)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,62 @@
+"""Rebuilding an experiment's state from the log: the model (checkpoint + replay) and its open
+reward windows. The model is derived state; this is what makes that true."""
+
+from __future__ import annotations
+
+import structlog
+
+from bandit_server.core.joiner import OpenEvent
+from bandit_server.engine.model import ExperimentModel
+from bandit_server.learners.vw import VWPolicy
+from bandit_server.storage.models import ModelStore
+from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+
+log = structlog.get_logger(__name__)
+
+
+def restore_model(
+    decision_log: SQLiteDecisionLog,
+    store: ModelStore,
+    experiment: str,
+    vw_args: str,
+    epoch: str,
+    update_interval: float,
+) -> ExperimentModel:
+    """The newest usable checkpoint, then every learned row after it, in learned order."""
+    checkpoint = store.latest(experiment)
+    policy: VWPolicy | None = None
+    seq = count = 0
+    if checkpoint is not None and checkpoint.vw_args == vw_args:
+        policy = VWPolicy.load(vw_args, checkpoint.model)
+        seq, count = checkpoint.learned_seq, checkpoint.learned_count
+    model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
+    replayed = sum(model.learn(item) for item in decision_log.learn_items(experiment, seq))
+    if replayed:
+        model.publish()
+    log.info(
+        "model_restored",
+        experiment=experiment,
+        checkpoint_seq=seq if checkpoint is not None else None,
+        replayed=replayed,
+        learned_count=model.learned_count,
+    )
+    return model
+
+
+def open_events(decision_log: SQLiteDecisionLog, experiment: str) -> list[OpenEvent]:
+    """Events whose window was not closed when the server stopped, with their in-window inputs."""
+    events = []
+    for row in decision_log.open_decisions(experiment, decision_log.closed_until(experiment)):
+        event = OpenEvent(row.event_id, row.deadline, row.deferred)
+        event.activated = any(
+            not a.late for a in decision_log.activations(experiment, row.event_id)
+        )
+        for reward in decision_log.rewards(experiment, row.event_id):
+            if reward.late:
+                continue
+            if event.first_reward is None:
+                event.first_reward = reward.value
+            event.reward_sum += reward.value
+            event.reward_count += 1
+        events.append(event)
+    return events

@@ -1,0 +1,87 @@
+"""Model checkpoints: the serialized model plus the log position it includes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A model that has learned every learned-log row of its experiment up to `learned_seq`."""
+
+    experiment: str
+    vw_args: str
+    learned_seq: int
+    learned_count: int
+    created_at: float
+    model: bytes
+
+
+class ModelStore(Protocol):
+    def save(self, checkpoint: Checkpoint) -> None: ...
+
+    def latest(self, experiment: str) -> Checkpoint | None: ...
+
+    def delete(self, experiment: str) -> None: ...
+
+
+class DirectoryModelStore:
+    """`root/<experiment>/<learned_seq>.vw` with a JSON sidecar; the newest few are kept.
+
+    Files are written to a temporary name, fsynced and renamed, so a crash leaves either the old
+    checkpoint or the new one, never a torn file.
+    """
+
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        self.root = root
+        self.keep = keep
+        root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        folder = self.root / checkpoint.experiment
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{checkpoint.learned_seq:015d}"
+        meta = {k: v for k, v in asdict(checkpoint).items() if k != "model"}
+        _write_atomically(folder / f"{stem}.vw", checkpoint.model)
+        # The sidecar is written last: a checkpoint counts only once its sidecar exists.
+        _write_atomically(folder / f"{stem}.json", json.dumps(meta).encode())
+        _fsync_dir(folder)
+        for old in sorted(folder.glob("*.json"))[: -self.keep]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".vw").unlink(missing_ok=True)
+
+    def latest(self, experiment: str) -> Checkpoint | None:
+        folder = self.root / experiment
+        for sidecar in sorted(folder.glob("*.json"), reverse=True):
+            try:
+                meta = json.loads(sidecar.read_text())
+                model = sidecar.with_suffix(".vw").read_bytes()
+            except (OSError, ValueError):
+                continue  # unreadable: fall back to an older checkpoint
+            return Checkpoint(model=model, **meta)
+        return None
+
+    def delete(self, experiment: str) -> None:
+        shutil.rmtree(self.root / experiment, ignore_errors=True)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

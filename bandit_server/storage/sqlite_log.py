@@ -1,0 +1,265 @@
+"""The embedded decision log: one SQLite file, one writer thread, per-thread read connections."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bandit_server.storage import sqlite_schema
+from bandit_server.storage.records import (
+    ActivationRow,
+    DecisionRow,
+    ExperimentRow,
+    LearnItem,
+    RewardRow,
+)
+from bandit_server.storage.sqlite_writer import Done, GroupCommitWriter, Row
+
+LOG_FILE = "decisions.sqlite3"
+
+_DECISION_COLUMNS = (
+    "experiment, event_id, ts, deadline, user_id, deferred, c_json, action_ids, excluded,"
+    " ranking, probabilities, model_version"
+)
+
+
+def _decision(row: sqlite3.Row | tuple[object, ...]) -> DecisionRow:
+    return DecisionRow(
+        experiment=str(row[0]),
+        event_id=str(row[1]),
+        timestamp=float(row[2]),  # type: ignore[arg-type]
+        deadline=float(row[3]),  # type: ignore[arg-type]
+        user_id=str(row[4]),
+        deferred=bool(row[5]),
+        c_json=str(row[6]),
+        action_ids=tuple(json.loads(str(row[7]))),
+        excluded_json=str(row[8]),
+        ranking=tuple(json.loads(str(row[9]))),
+        probabilities=tuple(json.loads(str(row[10]))),
+        model_version=str(row[11]),
+    )
+
+
+class SQLiteDecisionLog:
+    """Decisions, rewards, activations and the learner's order, in `data_dir/decisions.sqlite3`."""
+
+    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LOG_FILE
+        self._synchronous = synchronous
+        write_con = sqlite_schema.connect(str(self.path), synchronous)
+        sqlite_schema.create(write_con)
+        self._write_con = write_con
+        self._writer = GroupCommitWriter(write_con)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer.start()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def submit(self, rows: Sequence[Row], done: Done) -> None:
+        """Queue rows for the next group commit; `done` runs on the writer thread afterwards."""
+        self._writer.submit(rows, done)
+
+    def write_now(self, rows: Sequence[Row]) -> None:
+        """Commit rows and wait: for rare, non-hot-path writes."""
+        finished = threading.Event()
+        failure: list[BaseException] = []
+
+        def done(error: BaseException | None, _learned: object) -> None:
+            if error is not None:
+                failure.append(error)
+            finished.set()
+
+        self._writer.submit(rows, done)
+        finished.wait()
+        if failure:
+            raise failure[0]
+
+    def execute_admin(self, sql: str, params: Sequence[object] = ()) -> None:
+        """A one-off write outside the hot path (experiments, watermarks, deletion)."""
+        con = self._reader()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(sql, tuple(params))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def delete_experiment_data(self, experiment: str) -> None:
+        con = self._reader()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("decisions", "rewards", "activations", "learned", "watermarks"):
+                con.execute(f"DELETE FROM {table} WHERE experiment = ?", (experiment,))
+            con.execute("DELETE FROM experiments WHERE name = ?", (experiment,))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def flush_and_stop_writing(self) -> None:
+        """Commit everything submitted so far; later submits fail. Reads keep working."""
+        self._writer.close()
+
+    def close(self) -> None:
+        self._writer.close()
+        self._write_con.close()
+        with self._readers_lock:
+            for con in self._readers:
+                con.close()
+            self._readers.clear()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite_schema.connect(str(self.path), self._synchronous)
+            self._local.con = con
+            with self._readers_lock:
+                self._readers.append(con)
+        return con
+
+    def experiments(self) -> list[ExperimentRow]:
+        rows = self._reader().execute(
+            "SELECT name, config, epoch, created_at, updated_at FROM experiments ORDER BY name"
+        )
+        return [ExperimentRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def decision(self, experiment: str, event_id: str) -> DecisionRow | None:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE experiment = ? AND event_id = ?",
+                (experiment, event_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else _decision(row)
+
+    def rewards(self, experiment: str, event_id: str) -> list[RewardRow]:
+        rows = self._reader().execute(
+            "SELECT ts, value, late FROM rewards"
+            " WHERE experiment = ? AND event_id = ? ORDER BY seq",
+            (experiment, event_id),
+        )
+        return [RewardRow(experiment, event_id, r[0], r[1], bool(r[2])) for r in rows]
+
+    def activations(self, experiment: str, event_id: str) -> list[ActivationRow]:
+        rows = self._reader().execute(
+            "SELECT ts, late FROM activations WHERE experiment = ? AND event_id = ? ORDER BY seq",
+            (experiment, event_id),
+        )
+        return [ActivationRow(experiment, event_id, r[0], bool(r[1])) for r in rows]
+
+    def is_learned(self, experiment: str, event_id: str) -> bool:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT 1 FROM learned WHERE experiment = ? AND event_id = ?",
+                (experiment, event_id),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def learn_items(self, experiment: str, after_seq: int = 0) -> Iterator[LearnItem]:
+        """Learned events after `after_seq`, in learning order, with their example text."""
+        rows = self._reader().execute(
+            "SELECT l.seq, l.event_id, d.c_json, d.ranking, d.probabilities, l.cost"
+            " FROM learned l JOIN decisions d"
+            " ON d.experiment = l.experiment AND d.event_id = l.event_id"
+            " WHERE l.experiment = ? AND l.seq > ? ORDER BY l.seq",
+            (experiment, after_seq),
+        )
+        for seq, event_id, c_json, ranking, probabilities, cost in rows:
+            yield LearnItem(
+                seq,
+                event_id,
+                c_json,
+                json.loads(ranking)[0],
+                json.loads(probabilities)[0],
+                cost,
+            )
+
+    def learn_item(self, experiment: str, event_id: str, seq: int, cost: float) -> LearnItem:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT c_json, ranking, probabilities FROM decisions"
+                " WHERE experiment = ? AND event_id = ?",
+                (experiment, event_id),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise LookupError(f"learned event {experiment}/{event_id} has no decision row")
+        return LearnItem(seq, event_id, row[0], json.loads(row[1])[0], json.loads(row[2])[0], cost)
+
+    def learned_count(self, experiment: str, up_to_seq: int | None = None) -> int:
+        if up_to_seq is None:
+            sql, params = "SELECT COUNT(*) FROM learned WHERE experiment = ?", (experiment,)
+        else:
+            sql = "SELECT COUNT(*) FROM learned WHERE experiment = ? AND seq <= ?"
+            params = (experiment, up_to_seq)  # type: ignore[assignment]
+        return int(self._reader().execute(sql, params).fetchone()[0])
+
+    def closed_until(self, experiment: str) -> float:
+        row = (
+            self._reader()
+            .execute("SELECT closed_until FROM watermarks WHERE experiment = ?", (experiment,))
+            .fetchone()
+        )
+        return float("-inf") if row is None else float(row[0])
+
+    def open_decisions(self, experiment: str, after_deadline: float) -> Iterator[DecisionRow]:
+        """Decisions not yet learned whose window closes after `after_deadline`, by deadline."""
+        rows = self._reader().execute(
+            f"SELECT {_DECISION_COLUMNS} FROM decisions d"
+            " WHERE d.experiment = ? AND d.deadline > ?"
+            " AND NOT EXISTS (SELECT 1 FROM learned l"
+            "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
+            " ORDER BY d.deadline, d.seq",
+            (experiment, after_deadline),
+        )
+        for row in rows:
+            yield _decision(row)
+
+    def export_rows(
+        self, experiment: str
+    ) -> Iterator[tuple[DecisionRow, float | None, int | None, bool]]:
+        """Every decision with (cost, learned seq) when learned and whether it was activated.
+
+        Learned decisions come first in learning order, then the unlearned ones in decision order,
+        so training on the learned lines in file order repeats the learner exactly.
+        """
+        con = self._reader()
+        learned = con.execute(
+            f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))},"
+            " l.cost, l.seq FROM learned l JOIN decisions d"
+            " ON d.experiment = l.experiment AND d.event_id = l.event_id"
+            " WHERE l.experiment = ? ORDER BY l.seq",
+            (experiment,),
+        )
+        for row in learned:
+            yield _decision(row), float(row[12]), int(row[13]), True
+        unlearned = con.execute(
+            f"SELECT {_DECISION_COLUMNS},"
+            " EXISTS (SELECT 1 FROM activations a"
+            "   WHERE a.experiment = d.experiment AND a.event_id = d.event_id)"
+            " FROM decisions d WHERE d.experiment = ?"
+            " AND NOT EXISTS (SELECT 1 FROM learned l"
+            "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
+            " ORDER BY d.seq",
+            (experiment,),
+        )
+        for row in unlearned:
+            yield _decision(row), None, None, bool(row[12])

@@ -1,0 +1,86 @@
+"""The embedded decision log's tables. Append-only except experiments and the close watermark."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    deadline REAL NOT NULL,
+    user_id TEXT NOT NULL,
+    deferred INTEGER NOT NULL,
+    c_json TEXT NOT NULL,
+    action_ids TEXT NOT NULL,
+    excluded TEXT NOT NULL,
+    ranking TEXT NOT NULL,
+    probabilities TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    UNIQUE (experiment, event_id)
+);
+CREATE INDEX IF NOT EXISTS decisions_deadline ON decisions (experiment, deadline);
+CREATE TABLE IF NOT EXISTS rewards (
+    seq INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL NOT NULL,
+    late INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rewards_event ON rewards (experiment, event_id);
+CREATE TABLE IF NOT EXISTS activations (
+    seq INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    late INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activations_event ON activations (experiment, event_id);
+-- The learner's order: replaying these rows in seq order rebuilds the model exactly.
+CREATE TABLE IF NOT EXISTS learned (
+    seq INTEGER PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    cost REAL NOT NULL,
+    ts REAL NOT NULL,
+    UNIQUE (experiment, event_id)
+);
+-- Every decision whose deadline is at or before closed_until has had its window closed.
+CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until REAL NOT NULL);
+"""
+
+
+def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    """A connection in WAL mode; `synchronous` is FULL (fsync per commit) or NORMAL."""
+    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute(f"PRAGMA synchronous={synchronous}")
+    con.execute("PRAGMA foreign_keys=OFF")
+    return con
+
+
+def create(con: sqlite3.Connection) -> None:
+    con.executescript(DDL)
+    row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None:
+        con.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise RuntimeError(
+            f"decision log schema version {row[0]} is not {SCHEMA_VERSION}; "
+            "this server cannot read it"
+        )
