@@ -7,6 +7,7 @@ thread. A request's log rows are committed (group commit) before its call return
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import math
@@ -151,10 +152,8 @@ class Engine:
         self._stopping = True
         if self._window_task is not None:
             self._window_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._window_task
-            except asyncio.CancelledError:
-                pass
         await asyncio.to_thread(self.log.flush_and_stop_writing)
         await asyncio.to_thread(self.learner.stop)
         self.log.close()

@@ -1,0 +1,61 @@
+"""Composition root: the engine and the gRPC server, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+
+from bandit_server.engine.engine import Engine
+from bandit_server.errors import NotFound
+from bandit_server.rpc.server import build_server
+from bandit_server.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(
+            settings.data_dir,
+            synchronous=settings.sync.upper(),
+            checkpoint_interval=settings.checkpoint_interval_seconds,
+        )
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Restore state, declare configured experiments, listen. Returns the bound port."""
+        await self.engine.start()
+        for config in self.settings.experiments:
+            try:
+                current = self.engine.get_experiment(config.name).config
+            except NotFound:
+                await self.engine.create_experiment(config)
+                continue
+            if current != config:
+                await self.engine.update_experiment(config)
+        self._server, self.port, _ = await build_server(
+            self.engine, self.settings.host, self.settings.port
+        )
+        log.info("server_listening", host=self.settings.host, port=self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain in-flight calls, then flush the log, learn what is queued and checkpoint."""
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace_seconds)
+        await self.engine.stop()
+
+    async def serve_until_signal(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutdown_requested")
+        await self.stop()

@@ -1,0 +1,93 @@
+"""The `bandit-server` command line: serve, export, and the offline tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bandit_server import logging as log_config
+from bandit_server.errors import BanditError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bandit_server import settings
+    from bandit_server.app import App
+
+    config = settings.load(
+        args.config,
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "data_dir": args.data_dir,
+            "sync": args.sync,
+            "log_level": args.log_level,
+        },
+    )
+    log_config.configure(config.log_level)
+    asyncio.run(App(config).serve_until_signal())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bandit_server.export import iter_dsjson
+
+    lines = iter_dsjson(args.data_dir, args.experiment)
+    if args.output is None:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        return 0
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(line + "\n")
+    tmp.replace(args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bandit-server", description="Self-hosted contextual-bandit service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--data-dir", type=Path, help="where the decision log and models live")
+    serve.add_argument("--config", type=Path, help="TOML file: [server] settings, [[experiments]]")
+    serve.add_argument("--sync", choices=("full", "normal"), help="fsync policy of the log")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(handler=_serve)
+
+    export = commands.add_parser("export", help="write an experiment's decisions as DSJSON")
+    export.add_argument("--data-dir", type=Path, required=True)
+    export.add_argument("--experiment", required=True)
+    export.add_argument("--format", choices=("dsjson",), default="dsjson")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(handler=_export)
+
+    try:
+        from bandit_server.offline.evaluate_cli import add_offline_commands
+    except ImportError:  # the offline tools are optional at import time
+        pass
+    else:
+        add_offline_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BanditError as exc:
+        print(f"bandit-server: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Pure conversions between protobuf messages and core values. No server needed to test them."""
+
+from __future__ import annotations
+
+from bandit_server.core.experiment import (
+    DEFAULT_REWARD_WAIT_SECONDS,
+    Aggregation,
+    ExperimentConfig,
+)
+from bandit_server.core.types import Action, Feature, FeatureValue, Namespace, RankInput, RankResult
+from bandit_server.engine.engine import ExperimentStatus
+from bandit_server.errors import InvalidArgument
+from bandit_server.learners.vw import DEFAULT_VW_ARGS
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
+
+_AGGREGATION_TO_PB = {
+    Aggregation.EARLIEST: pb.REWARD_AGGREGATION_EARLIEST,
+    Aggregation.SUM: pb.REWARD_AGGREGATION_SUM,
+}
+_AGGREGATION_FROM_PB = {
+    pb.REWARD_AGGREGATION_UNSPECIFIED: Aggregation.EARLIEST,
+    pb.REWARD_AGGREGATION_EARLIEST: Aggregation.EARLIEST,
+    pb.REWARD_AGGREGATION_SUM: Aggregation.SUM,
+}
+
+
+def feature_value(message: pb.Feature, field: str) -> FeatureValue:
+    kind = message.WhichOneof("value")
+    if kind == "string_value":
+        return message.string_value
+    if kind == "number_value":
+        return message.number_value
+    if kind == "bool_value":
+        return message.bool_value
+    raise InvalidArgument(f"{field}.value", f"feature {message.name!r} has no value set")
+
+
+def namespaces(messages: object, field: str) -> tuple[Namespace, ...]:
+    return tuple(
+        Namespace(
+            ns.name,
+            tuple(
+                Feature(f.name, feature_value(f, f"{field}[{i}].features[{j}]"))
+                for j, f in enumerate(ns.features)
+            ),
+        )
+        for i, ns in enumerate(messages)  # type: ignore[call-overload]
+    )
+
+
+def rank_input(request: pb.RankRequest) -> RankInput:
+    """Validated core input; raises InvalidArgument naming the field."""
+    return RankInput(
+        experiment=request.experiment,
+        event_id=request.event_id,
+        context=namespaces(request.context, "context"),
+        actions=tuple(
+            Action(action.id, namespaces(action.features, f"actions[{i}].features"))
+            for i, action in enumerate(request.actions)
+        ),
+        excluded_action_ids=tuple(request.excluded_action_ids),
+        defer_activation=request.defer_activation,
+        user_id=request.user_id,
+    )
+
+
+def rank_response(result: RankResult) -> pb.RankResponse:
+    return pb.RankResponse(
+        event_id=result.event_id,
+        chosen_action_id=result.chosen_action_id,
+        ranking=[pb.RankedAction(action_id=a, probability=p) for a, p in result.ranking],
+        model_version=result.model_version,
+    )
+
+
+def experiment_config(message: pb.Experiment) -> ExperimentConfig:
+    """Settings from the wire; zero values mean the documented defaults."""
+    aggregation = _AGGREGATION_FROM_PB.get(message.reward_aggregation)
+    if aggregation is None:
+        raise InvalidArgument(
+            "experiment.reward_aggregation", f"{message.reward_aggregation!r} is not a known value"
+        )
+    return ExperimentConfig(
+        name=message.name,
+        vw_args=message.vw_args.strip() or DEFAULT_VW_ARGS,
+        reward_wait_seconds=message.reward_wait_seconds or DEFAULT_REWARD_WAIT_SECONDS,
+        default_reward=message.default_reward,
+        aggregation=aggregation,
+        model_update_interval_seconds=message.model_update_interval_seconds,
+    )
+
+
+def experiment_message(status: ExperimentStatus) -> pb.Experiment:
+    config = status.config
+    return pb.Experiment(
+        name=config.name,
+        vw_args=config.vw_args,
+        reward_wait_seconds=config.reward_wait_seconds,
+        default_reward=config.default_reward,
+        reward_aggregation=_AGGREGATION_TO_PB[config.aggregation],
+        model_update_interval_seconds=config.model_update_interval_seconds,
+        model_version=status.model_version,
+        learned_events=status.learned_events,
+    )

@@ -1,0 +1,56 @@
+"""Binds method, request id and experiment to every log line an RPC writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _wrap(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:
+    async def bound(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_HEADER:
+                request_id = str(value)
+                break
+        experiment = getattr(request, "experiment", "") or getattr(request, "name", "")
+        if not isinstance(experiment, str):  # CreateExperiment carries a message
+            experiment = experiment.name
+        with structlog.contextvars.bound_contextvars(
+            method=method, request_id=request_id or uuid.uuid4().hex[:16], experiment=experiment
+        ):
+            return await behavior(request, context)
+
+    return bound
+
+
+class LoggingContextInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # Wrapped handlers are built once per method, not per call.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming (health watch, reflection): left as is
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _wrap(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._handlers[method] = wrapped
+        return wrapped

@@ -1,0 +1,42 @@
+"""The gRPC server: bandit and experiment services, health, reflection, on one port."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from bandit_server.engine.engine import Engine
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
+from bandit_server.rpc.interceptors import LoggingContextInterceptor
+from bandit_server.rpc.servicers import BanditServicer, ExperimentServicer
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["BanditService"].full_name,
+    pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
+)
+
+
+async def build_server(
+    engine: Engine, host: str, port: int
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
+    """A started server and the port it bound (port 0 picks a free one)."""
+    server = grpc.aio.server(interceptors=[LoggingContextInterceptor()])
+    pb_grpc.add_BanditServiceServicer_to_server(BanditServicer(engine), server)
+    pb_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(engine), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )  # fmt: skip
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not listen on {host}:{port}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health
