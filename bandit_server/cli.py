@@ -69,12 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=_export)
 
-    try:
-        from bandit_server.offline.evaluate_cli import add_offline_commands
-    except ImportError:  # the offline tools are optional at import time
-        pass
-    else:
-        add_offline_commands(commands)
     return parser
 
 

@@ -123,7 +123,7 @@ def test_sigkill_mid_traffic_loses_nothing_acknowledged_and_model_matches_log(
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         bandit = pb_grpc.BanditServiceStub(channel)
         lines = list(iter_dsjson(data_dir, "crash"))
-        policy, matched, learned = replay(VW_ARGS, lines)
+        policy, _matched, learned = replay(VW_ARGS, lines)
         assert learned >= len(acked_rewards)
         for segment in ("s0", "s1", "s2"):
             response = bandit.Rank(

@@ -52,7 +52,7 @@ async def rank(engine: Engine, event_id: str, deferred: bool = False) -> None:
 
 
 def test_earliest_learns_the_first_reward_at_once_and_ignores_later_ones(tmp_path: Path) -> None:
-    """EARLIEST: the first reward is learned immediately; later in-window rewards are logged only."""
+    """EARLIEST: the first reward is learned at once; later in-window rewards are only logged."""
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))

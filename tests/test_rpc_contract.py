@@ -180,7 +180,7 @@ def test_rank_answer_shape_and_idempotence(server: ServerThread) -> None:
         excluded_action_ids=["a2"],
     )  # fmt: skip
     first = server.bandit.Rank(request)
-    assert [r.action_id for r in first.ranking][0] == first.chosen_action_id
+    assert first.ranking[0].action_id == first.chosen_action_id
     assert sorted(r.action_id for r in first.ranking) == ["a0", "a1"]
     assert abs(sum(r.probability for r in first.ranking) - 1) < 1e-12
     again = server.bandit.Rank(request)

@@ -218,7 +218,9 @@ class Engine:
                 self._models = {**self._models, config.name: model}
                 return model
 
-            runtime.model = await asyncio.to_thread(self.learner.call, rebuild)  # type: ignore[assignment]
+            rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
+            assert isinstance(rebuilt, ExperimentModel)
+            runtime.model = rebuilt
         else:
             runtime.model.update_interval = config.model_update_interval_seconds
         runtime.config = config

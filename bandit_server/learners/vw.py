@@ -84,19 +84,23 @@ class VWPolicy:
         return self._args
 
     def predict_one(self, dsjson_line: str) -> Pmf:
-        prediction = self._workspace.predict_one(self._parser.parse_json(dsjson_line))
-        return [(int(index), float(prob)) for index, prob in prediction]  # type: ignore[union-attr]
+        return _pmf(self._workspace.predict_one(self._parser.parse_json(dsjson_line)))
 
     def learn_one(self, dsjson_line: str) -> None:
         self._workspace.learn_one(self._parser.parse_json(dsjson_line))
 
     def predict_then_learn_one(self, dsjson_line: str) -> Pmf:
         """The prediction from before learning, then learn: one pass, as VW's driver does."""
-        prediction = self._workspace.predict_then_learn_one(self._parser.parse_json(dsjson_line))
-        return [(int(index), float(prob)) for index, prob in prediction]  # type: ignore[union-attr]
+        return _pmf(self._workspace.predict_then_learn_one(self._parser.parse_json(dsjson_line)))
 
     def serialize(self) -> bytes:
         return self._workspace.serialize()
+
+
+def _pmf(prediction: object) -> Pmf:
+    # cb_explore_adf predicts action probabilities: a list of (index, probability) pairs.
+    assert isinstance(prediction, list)
+    return [(int(index), float(prob)) for index, prob in prediction]
 
 
 def run_vw_command_line(args: Sequence[str], cwd: Path | None = None) -> tuple[str, list[str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from bandit_server.core.experiment import (
     DEFAULT_REWARD_WAIT_SECONDS,
     Aggregation,
@@ -35,7 +37,7 @@ def feature_value(message: pb.Feature, field: str) -> FeatureValue:
     raise InvalidArgument(f"{field}.value", f"feature {message.name!r} has no value set")
 
 
-def namespaces(messages: object, field: str) -> tuple[Namespace, ...]:
+def namespaces(messages: Iterable[pb.Namespace], field: str) -> tuple[Namespace, ...]:
     return tuple(
         Namespace(
             ns.name,
@@ -44,7 +46,7 @@ def namespaces(messages: object, field: str) -> tuple[Namespace, ...]:
                 for j, f in enumerate(ns.features)
             ),
         )
-        for i, ns in enumerate(messages)  # type: ignore[call-overload]
+        for i, ns in enumerate(messages)
     )
 
 

@@ -30,7 +30,7 @@ def _wrap(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], m
     return bound
 
 
-class LoggingContextInterceptor(grpc.aio.ServerInterceptor):
+class LoggingContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self) -> None:
         # Wrapped handlers are built once per method, not per call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}

@@ -31,7 +31,7 @@ async def _call(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[
         raise AssertionError("unreachable: abort raises") from exc
 
 
-class BanditServicer(pb_grpc.BanditServiceServicer):
+class BanditServicer(pb_grpc.BanditServiceServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
@@ -63,7 +63,7 @@ class BanditServicer(pb_grpc.BanditServiceServicer):
         return await _call(context, work)
 
 
-class ExperimentServicer(pb_grpc.ExperimentServiceServicer):
+class ExperimentServicer(pb_grpc.ExperimentServiceServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
