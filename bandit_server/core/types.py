@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bandit_server.errors import InvalidArgument, describe
 
@@ -13,20 +14,18 @@ FeatureValue = str | float | bool
 MAX_ID_LENGTH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Feature:
+# Named tuples, not dataclasses: Rank builds several per request and they are 3x cheaper to make.
+class Feature(NamedTuple):
     name: str
     value: FeatureValue
 
 
-@dataclass(frozen=True, slots=True)
-class Namespace:
+class Namespace(NamedTuple):
     name: str
     features: tuple[Feature, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     id: str
     features: tuple[Namespace, ...]
 

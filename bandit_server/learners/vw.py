@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import vowpal_wabbit_next as vw
+from vowpal_wabbit_next import _core as vw_core
 
 from bandit_server.core.policy import Pmf
 from bandit_server.errors import InvalidArgument, describe
@@ -72,7 +73,12 @@ class VWPolicy:
     def __init__(self, args: str, model: bytes | None = None) -> None:
         self._args = args
         self._workspace = vw.Workspace(split_args(args), model_data=model)
-        self._parser = vw.DSJsonFormatParser(self._workspace)
+        # The public Workspace methods wrap every parsed example in a Python object and re-check
+        # its label type per call; on Rank's hot path that costs more than VW's own prediction.
+        # Examples parsed by this workspace's own DSJSON parser always match it, so we hand the
+        # native examples straight to the native workspace.
+        self._core = self._workspace._workspace
+        self._parse = vw_core._parse_line_dsjson
 
     @classmethod
     def load(cls, args: str, model: bytes) -> VWPolicy:
@@ -84,17 +90,18 @@ class VWPolicy:
         return self._args
 
     def predict_one(self, dsjson_line: str) -> Pmf:
-        return _pmf(self._workspace.predict_one(self._parser.parse_json(dsjson_line)))
+        return _pmf(self._core.predict_multi_ex_one(self._parse(self._core, dsjson_line)))
 
     def learn_one(self, dsjson_line: str) -> None:
-        self._workspace.learn_one(self._parser.parse_json(dsjson_line))
+        self._core.learn_multi_ex_one(self._parse(self._core, dsjson_line))
 
     def predict_then_learn_one(self, dsjson_line: str) -> Pmf:
         """The prediction from before learning, then learn: one pass, as VW's driver does."""
-        return _pmf(self._workspace.predict_then_learn_one(self._parser.parse_json(dsjson_line)))
+        examples = self._parse(self._core, dsjson_line)
+        return _pmf(self._core.predict_then_learn_multi_ex_one(examples))
 
     def serialize(self) -> bytes:
-        return self._workspace.serialize()
+        return bytes(self._workspace.serialize())
 
 
 def _pmf(prediction: object) -> Pmf:
