@@ -14,6 +14,7 @@ import math
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
     DecisionRow,
+    DuplicateDecision,
     ExperimentRow,
     LearnedRow,
     RewardRow,
@@ -45,6 +47,14 @@ log = structlog.get_logger(__name__)
 
 WINDOW_TICK_SECONDS = 0.25
 WATERMARK_EVERY_SECONDS = 1.0
+
+
+_Settle = tuple[
+    "asyncio.Future[list[LearnedRow]]",
+    BaseException | None,
+    list[LearnedRow],
+    Callable[[], None] | None,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +70,6 @@ class _Runtime:
     epoch: str
     model: ExperimentModel
     open: dict[str, OpenEvent] = field(default_factory=dict)
-    inflight: dict[str, asyncio.Future[RankResult]] = field(default_factory=dict)
     closed_until: float = float("-inf")
 
 
@@ -107,6 +116,7 @@ class Engine:
         self._deadlines: list[tuple[float, str, str]] = []
         self._window_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._settles: deque[_Settle] = deque()
         self._stopping = False
         self.log: SQLiteDecisionLog
         self.learner: Learner
@@ -117,6 +127,8 @@ class Engine:
         """Open the log, restore every experiment's model and windows, start the threads."""
         self._loop = asyncio.get_running_loop()
         self.log = SQLiteDecisionLog(self.data_dir, self._synchronous)
+        loop = self._loop
+        self.log.on_batch_end(lambda: loop.call_soon_threadsafe(self._drain_settles))
         self._store = DirectoryModelStore(self.data_dir / "models")
         self.learner = Learner(
             self.log, self._store, lambda: self._models, self._checkpoint_interval
@@ -238,47 +250,45 @@ class Engine:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _commit(self, rows: Sequence[Row]) -> asyncio.Future[list[LearnedRow]]:
+    def _commit(
+        self, rows: Sequence[Row], on_committed: Callable[[], None] | None = None
+    ) -> asyncio.Future[list[LearnedRow]]:
+        """Queue rows for the group commit. `on_committed` runs on the loop once they are
+        durable, even if the caller was cancelled meanwhile."""
         if self._stopping:
             raise Unavailable("the server is shutting down")
-        loop = self._loop
-        assert loop is not None
-        future: asyncio.Future[list[LearnedRow]] = loop.create_future()
-        learner = self.learner
+        assert self._loop is not None
+        future: asyncio.Future[list[LearnedRow]] = self._loop.create_future()
+        learner, settles = self.learner, self._settles
 
         def done(error: BaseException | None, learned: list[LearnedRow]) -> None:
             for row in learned:  # on the writer thread, in commit order
                 learner.enqueue(row.experiment, row)
-            loop.call_soon_threadsafe(_settle, future, error, learned)
+            settles.append((future, error, learned, on_committed))
 
         self.log.submit(rows, done)
         return future
 
+    def _drain_settles(self) -> None:
+        settles = self._settles
+        while settles:
+            future, error, learned, on_committed = settles.popleft()
+            if error is None and on_committed is not None:
+                on_committed()
+            if future.done():
+                continue
+            if isinstance(error, DuplicateDecision):
+                future.set_exception(error)
+            elif error is not None:
+                future.set_exception(
+                    Unavailable(f"the decision log could not commit: {describe(error)}")
+                )
+            else:
+                future.set_result(learned)
+
     async def rank(self, request: RankInput) -> RankResult:
         runtime = self._runtime(request.experiment)
         event_id = request.event_id or uuid.uuid4().hex
-        pending = runtime.inflight.get(event_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        if request.event_id:
-            existing = self.log.decision(request.experiment, event_id)
-            if existing is not None:
-                return result_from_row(existing)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RankResult] = loop.create_future()
-        runtime.inflight[event_id] = future
-        try:
-            result = await self._decide(runtime, request, event_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: concurrent duplicates re-raise it themselves
-            raise
-        finally:
-            del runtime.inflight[event_id]
-        future.set_result(result)
-        return result
-
-    async def _decide(self, runtime: _Runtime, request: RankInput, event_id: str) -> RankResult:
         candidates = request.candidates()
         c_json = context_json(request.context, candidates)
         pmf, version = runtime.model.predict(c_json)
@@ -301,18 +311,20 @@ class Engine:
             probabilities=probabilities,
             model_version=version,
         )
-        commit = self._commit([row])
 
-        def register(done: asyncio.Future[list[LearnedRow]]) -> None:
-            # A callback, not code after the await: it runs even if the caller was cancelled.
-            if done.cancelled() or done.exception() is not None:
-                return
-            if self._runtimes.get(request.experiment) is runtime:
+        def register() -> None:
+            if self._runtimes.get(request.experiment) is runtime:  # not deleted meanwhile
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
 
-        commit.add_done_callback(register)
-        await asyncio.shield(commit)
+        try:
+            await self._commit([row], register)
+        except DuplicateDecision:
+            # The log's UNIQUE constraint caught a repeated event id (also when two requests
+            # raced): answer what the first one got, log nothing twice.
+            existing = self.log.decision(request.experiment, event_id)
+            assert existing is not None
+            return result_from_row(existing)
         return result_from_row(row)
 
     async def reward(self, experiment: str, event_id: str, value: float) -> bool:
@@ -428,16 +440,3 @@ def _with_valid_args(config: ExperimentConfig) -> ExperimentConfig:
         config.aggregation,
         config.model_update_interval_seconds,
     )
-
-
-def _settle(
-    future: asyncio.Future[list[LearnedRow]],
-    error: BaseException | None,
-    learned: list[LearnedRow],
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(Unavailable(f"the decision log could not commit: {describe(error)}"))
-    else:
-        future.set_result(learned)

@@ -37,6 +37,21 @@ class _Call:
 
 
 _STOP = object()
+MAX_BATCH = 256
+
+
+def _groups(items: list[object]) -> list[tuple[bool, list[object]]]:
+    """Consecutive runs of learned rows vs. other jobs, keeping their order."""
+    groups: list[tuple[bool, list[object]]] = []
+    for item in items:
+        is_row = isinstance(item, tuple)
+        if groups and groups[-1][0] == is_row:
+            groups[-1][1].append(item)
+        else:
+            groups.append((is_row, [item]))
+    return groups
+
+
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
@@ -98,19 +113,28 @@ class Learner:
     def _run(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=TICK_SECONDS)
+                first = self._queue.get(timeout=TICK_SECONDS)
             except queue.Empty:
-                item = None
-            if item is _STOP:
-                self._drain()
-                self.checkpoint_all()
-                return
+                first = None
+            items = [] if first is None else [first]
+            while items and len(items) < MAX_BATCH and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            stop = False
             try:
-                if isinstance(item, _Call):
-                    self._run_call(item)
-                elif item is not None:
-                    self._learn(item)  # type: ignore[arg-type]
-                    self.backlog_max = max(self.backlog_max, self._queue.qsize())
+                for is_row, group in _groups(items):
+                    if is_row:
+                        self._learn_rows(group)  # type: ignore[arg-type]
+                        continue
+                    for item in group:
+                        if item is _STOP:
+                            stop = True
+                        else:
+                            self._run_call(item)  # type: ignore[arg-type]
+                if stop:
+                    self._drain()
+                    self.checkpoint_all()
+                    return
+                self.backlog_max = max(self.backlog_max, self._queue.qsize())
                 self._maintain()
             except Exception:  # the learner must outlive one bad event; the log keeps it
                 log.exception("learner_error")
@@ -123,8 +147,8 @@ class Learner:
                 return
             if isinstance(item, _Call):
                 self._run_call(item)
-            elif item is not _STOP:
-                self._learn(item)  # type: ignore[arg-type]
+            elif isinstance(item, tuple):
+                self._learn_rows([item])
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -133,13 +157,21 @@ class Learner:
             call.error = exc
         call.done.set()
 
-    def _learn(self, item: tuple[str, LearnedRow]) -> None:
-        # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
-        experiment, row = item
-        model = self._models().get(experiment)
-        if model is not None and not model.deleted and row.seq > model.learned_seq:
-            model.learn(self._log.learn_item(experiment, row.event_id, row.seq, row.cost))
-        self._wake(experiment, row.seq)
+    def _learn_rows(self, items: list[tuple[str, LearnedRow]]) -> None:
+        """Learn rows in queue order, reading their decisions with one query per experiment."""
+        by_experiment: dict[str, list[LearnedRow]] = {}
+        for experiment, row in items:
+            by_experiment.setdefault(experiment, []).append(row)
+        for experiment, rows in by_experiment.items():
+            # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
+            model = self._models().get(experiment)
+            if model is not None and not model.deleted:
+                todo = [row for row in rows if row.seq > model.learned_seq]
+                if todo:
+                    for item in self._log.learn_batch(experiment, todo):
+                        model.learn(item)
+            for row in rows:
+                self._wake(experiment, row.seq)
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:

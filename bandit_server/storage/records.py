@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class DuplicateDecision(Exception):
+    """The log already holds a decision with this experiment and event id."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     """One Rank, with everything offline evaluation needs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bandit_server.storage import sqlite_schema
@@ -13,6 +13,7 @@ from bandit_server.storage.records import (
     ActivationRow,
     DecisionRow,
     ExperimentRow,
+    LearnedRow,
     LearnItem,
     RewardRow,
 )
@@ -62,6 +63,10 @@ class SQLiteDecisionLog:
         self._writer.start()
 
     # -- writing ---------------------------------------------------------------------------
+
+    def on_batch_end(self, hook: Callable[[], None]) -> None:
+        """Run `hook` on the writer thread after every committed batch's callbacks."""
+        self._writer.on_batch_end = hook
 
     def submit(self, rows: Sequence[Row], done: Done) -> None:
         """Queue rows for the next group commit; `done` runs on the writer thread afterwards."""
@@ -190,19 +195,27 @@ class SQLiteDecisionLog:
                 cost,
             )
 
-    def learn_item(self, experiment: str, event_id: str, seq: int, cost: float) -> LearnItem:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT c_json, ranking, probabilities FROM decisions"
-                " WHERE experiment = ? AND event_id = ?",
-                (experiment, event_id),
+    def learn_batch(self, experiment: str, rows: Sequence[LearnedRow]) -> list[LearnItem]:
+        """The example text and label of each learned row, in the given order; one query."""
+        found: dict[str, tuple[str, str, str]] = {}
+        for start in range(0, len(rows), 500):  # SQLite's default bound-parameter limit is 999
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = self._reader().execute(
+                "SELECT event_id, c_json, ranking, probabilities FROM decisions"
+                f" WHERE experiment = ? AND event_id IN ({marks})",
+                (experiment, *(row.event_id for row in chunk)),
             )
-            .fetchone()
-        )
-        if row is None:
-            raise LookupError(f"learned event {experiment}/{event_id} has no decision row")
-        return LearnItem(seq, event_id, row[0], json.loads(row[1])[0], json.loads(row[2])[0], cost)
+            found.update((r[0], (r[1], r[2], r[3])) for r in query)
+        items = []
+        for row in rows:
+            if row.event_id not in found:
+                raise LookupError(f"learned event {experiment}/{row.event_id} has no decision row")
+            c_json, ranking, probabilities = found[row.event_id]
+            chosen = int(ranking[1 : ranking.find(",") if "," in ranking else -1])
+            probability = float(json.loads(probabilities)[0])
+            items.append(LearnItem(row.seq, row.event_id, c_json, chosen, probability, row.cost))
+        return items
 
     def learned_count(self, experiment: str, up_to_seq: int | None = None) -> int:
         if up_to_seq is None:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from bandit_server.storage.records import ActivationRow, DecisionRow, LearnedRow, RewardRow
+from bandit_server.storage.records import (
+    ActivationRow,
+    DecisionRow,
+    DuplicateDecision,
+    LearnedRow,
+    RewardRow,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -35,46 +41,77 @@ class _Job:
 _STOP = object()
 
 
-def insert(con: sqlite3.Connection, row: Row) -> LearnedRow | None:
-    """Insert one row; for a learned row return it with its assigned seq."""
-    if isinstance(row, DecisionRow):
-        con.execute(
-            "INSERT INTO decisions (experiment, event_id, ts, deadline, user_id, deferred, c_json,"
-            " action_ids, excluded, ranking, probabilities, model_version)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                row.experiment,
-                row.event_id,
-                row.timestamp,
-                row.deadline,
-                row.user_id,
-                int(row.deferred),
-                row.c_json,
-                json.dumps(row.action_ids, separators=(",", ":")),
-                row.excluded_json,
-                json.dumps(row.ranking, separators=(",", ":")),
-                json.dumps(row.probabilities, separators=(",", ":")),
-                row.model_version,
-            ),
-        )
-    elif isinstance(row, RewardRow):
-        con.execute(
-            "INSERT INTO rewards (experiment, event_id, ts, value, late) VALUES (?,?,?,?,?)",
-            (row.experiment, row.event_id, row.timestamp, row.value, int(row.late)),
-        )
-    elif isinstance(row, ActivationRow):
-        con.execute(
-            "INSERT INTO activations (experiment, event_id, ts, late) VALUES (?,?,?,?)",
-            (row.experiment, row.event_id, row.timestamp, int(row.late)),
-        )
-    else:
-        cursor = con.execute(
-            "INSERT INTO learned (experiment, event_id, cost, ts) VALUES (?,?,?,?)",
-            (row.experiment, row.event_id, row.cost, row.timestamp),
-        )
-        assert cursor.lastrowid is not None
-        return LearnedRow(row.experiment, row.event_id, row.cost, row.timestamp, cursor.lastrowid)
-    return None
+_INSERT_DECISION = (
+    "INSERT INTO decisions (experiment, event_id, ts, deadline, user_id, deferred, c_json,"
+    " action_ids, excluded, ranking, probabilities, model_version)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_REWARD = "INSERT INTO rewards (experiment, event_id, ts, value, late) VALUES (?,?,?,?,?)"
+_INSERT_ACTIVATION = "INSERT INTO activations (experiment, event_id, ts, late) VALUES (?,?,?,?)"
+_INSERT_LEARNED = "INSERT INTO learned (seq, experiment, event_id, cost, ts) VALUES (?,?,?,?,?)"
+
+
+def _decision_params(row: DecisionRow) -> tuple[object, ...]:
+    return (
+        row.experiment,
+        row.event_id,
+        row.timestamp,
+        row.deadline,
+        row.user_id,
+        int(row.deferred),
+        row.c_json,
+        json.dumps(row.action_ids, separators=(",", ":"), ensure_ascii=False),
+        row.excluded_json,
+        # Plain joins: 3x cheaper than json.dumps, and the same JSON for ints and finite floats
+        # (repr is the shortest round-trip form, as JSON writes it).
+        "[" + ",".join(map(str, row.ranking)) + "]",
+        "[" + ",".join(map(repr, row.probabilities)) + "]",
+        row.model_version,
+    )
+
+
+class _Batch:
+    """A transaction's rows grouped by table, so each table takes one executemany."""
+
+    def __init__(self, next_learned_seq: int) -> None:
+        self.decisions: list[tuple[object, ...]] = []
+        self.rewards: list[tuple[object, ...]] = []
+        self.activations: list[tuple[object, ...]] = []
+        self.learned: list[tuple[object, ...]] = []
+        self.next_learned_seq = next_learned_seq
+
+    def add(self, rows: Sequence[Row]) -> list[LearnedRow]:
+        """Stage rows; learned rows get their seq now (this thread is their only writer)."""
+        assigned: list[LearnedRow] = []
+        for row in rows:
+            if isinstance(row, DecisionRow):
+                self.decisions.append(_decision_params(row))
+            elif isinstance(row, RewardRow):
+                self.rewards.append(
+                    (row.experiment, row.event_id, row.timestamp, row.value, int(row.late))
+                )
+            elif isinstance(row, ActivationRow):
+                self.activations.append(
+                    (row.experiment, row.event_id, row.timestamp, int(row.late))
+                )
+            else:
+                seq = self.next_learned_seq
+                self.next_learned_seq += 1
+                self.learned.append((seq, row.experiment, row.event_id, row.cost, row.timestamp))
+                assigned.append(
+                    LearnedRow(row.experiment, row.event_id, row.cost, row.timestamp, seq)
+                )
+        return assigned
+
+    def write(self, con: sqlite3.Connection) -> None:
+        for sql, params in (
+            (_INSERT_DECISION, self.decisions),
+            (_INSERT_REWARD, self.rewards),
+            (_INSERT_ACTIVATION, self.activations),
+            (_INSERT_LEARNED, self.learned),
+        ):
+            if params:
+                con.executemany(sql, params)
 
 
 class GroupCommitWriter:
@@ -82,11 +119,18 @@ class GroupCommitWriter:
 
     def __init__(self, con: sqlite3.Connection) -> None:
         self._con = con
+        # Called on this thread after each batch's callbacks: lets the engine wake its event
+        # loop once per batch instead of once per request.
+        self.on_batch_end: Callable[[], None] | None = None
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._next_learned_seq = 1 + int(
+            con.execute("SELECT COALESCE(MAX(seq), 0) FROM learned").fetchone()[0]
+        )
         self._closed = False
         self.batches = 0
         self.rows = 0
+        self.last_error: BaseException = RuntimeError("no error yet")
 
     def start(self) -> None:
         self._thread.start()
@@ -120,45 +164,49 @@ class GroupCommitWriter:
                     break
                 jobs.append(item)  # type: ignore[arg-type]
             self._commit(jobs)
+            if self.on_batch_end is not None:
+                self.on_batch_end()
 
     def _commit(self, jobs: list[_Job]) -> None:
-        con = self._con
-        learned: list[list[LearnedRow]] = []
-        error: BaseException | None = None
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                mine: list[LearnedRow] = []
-                for row in job.rows:
-                    done_row = insert(con, row)
-                    if done_row is not None:
-                        mine.append(done_row)
-                learned.append(mine)
-            con.execute("COMMIT")
-        except BaseException as exc:  # one bad batch must not kill the writer thread
-            error = exc
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-        if error is not None:
-            # Retry one by one so a single bad row fails only its own request.
-            log.warning("log_batch_failed", error=repr(error), jobs=len(jobs))
+        batch = _Batch(self._next_learned_seq)
+        learned = [batch.add(job.rows) for job in jobs]
+        if not self._transaction(batch):
+            log.warning("log_batch_failed", error=repr(self.last_error), jobs=len(jobs))
+            # Retry one by one so a bad row (a repeated event id) fails only its own request.
             for job in jobs:
                 self._commit_one(job)
             return
+        self._next_learned_seq = batch.next_learned_seq
         self.batches += 1
         self.rows += sum(len(job.rows) for job in jobs)
         for job, mine in zip(jobs, learned, strict=True):
             job.done(None, mine)
 
-    def _commit_one(self, job: _Job) -> None:
+    def _transaction(self, batch: _Batch) -> bool:
         con = self._con
         try:
             con.execute("BEGIN IMMEDIATE")
-            mine = [r for r in (insert(con, row) for row in job.rows) if r is not None]
+            batch.write(con)
             con.execute("COMMIT")
-        except BaseException as exc:
+        except sqlite3.Error as exc:
+            self.last_error = exc
             if con.in_transaction:
                 con.execute("ROLLBACK")
+            return False
+        return True
+
+    def _commit_one(self, job: _Job) -> None:
+        batch = _Batch(self._next_learned_seq)
+        mine = batch.add(job.rows)
+        if not self._transaction(batch):
+            exc: BaseException = self.last_error
+            if isinstance(exc, sqlite3.IntegrityError) and any(
+                isinstance(row, DecisionRow) for row in job.rows
+            ):
+                # The UNIQUE (experiment, event_id) constraint is the duplicate check, so Rank
+                # needs no read before writing.
+                exc = DuplicateDecision(str(exc))
             job.done(exc, [])
             return
+        self._next_learned_seq = batch.next_learned_seq
         job.done(None, mine)
