@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 
 import grpc
 import structlog
@@ -17,8 +18,11 @@ log = structlog.get_logger(__name__)
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, extra_handlers: Sequence[grpc.GenericRpcHandler] = ()
+    ) -> None:
         self.settings = settings
+        self._extra_handlers = extra_handlers
         self.engine = Engine(
             settings.data_dir,
             synchronous=settings.sync.upper(),
@@ -39,7 +43,7 @@ class App:
             if current != config:
                 await self.engine.update_experiment(config)
         self._server, self.port, _ = await build_server(
-            self.engine, self.settings.host, self.settings.port
+            self.engine, self.settings.host, self.settings.port, self._extra_handlers
         )
         log.info("server_listening", host=self.settings.host, port=self.port)
         return self.port

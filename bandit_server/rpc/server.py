@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -20,10 +22,18 @@ SERVICE_NAMES = (
 
 
 async def build_server(
-    engine: Engine, host: str, port: int
+    engine: Engine,
+    host: str,
+    port: int,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
-    """A started server and the port it bound (port 0 picks a free one)."""
+    """A started server and the port it bound (port 0 picks a free one).
+
+    `extra_handlers` lets benchmarks add a baseline service on the very same server setup.
+    """
     server = grpc.aio.server(interceptors=[LoggingContextInterceptor()])
+    if extra_handlers:
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
     pb_grpc.add_BanditServiceServicer_to_server(BanditServicer(engine), server)
     pb_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(engine), server)
     health = health_aio.HealthServicer()

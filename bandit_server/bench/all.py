@@ -1,0 +1,119 @@
+"""`make bench`: Rank beside an empty handler on the same server, and the learner beside raw VW.
+
+Runs alternate (empty, rank, empty, rank) so machine noise hits both sides alike; the best run
+of each is reported. The load generator is a separate process so it does not share our GIL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from bandit_server.bench import learner as learner_bench
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
+
+VW_ARGS = "--cb_explore_adf --squarecb -q UA"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _load(target: str, method: str, concurrency: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bandit_server.bench.load", "--target", target, "--method", method,
+         "--concurrency", str(concurrency), "--seconds", str(SECONDS)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object]], dict[str, int]]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bandit_server.bench.server", "--port", str(port),
+         "--data-dir", str(data_dir), "--sync", sync],
+    )  # fmt: skip
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    experiments = pb_grpc.ExperimentServiceStub(channel)
+    # Every ranked event is learned (default reward at the 1 s window end), so learning runs at
+    # the full Rank rate; Rank serves snapshots refreshed every second.
+    experiments.CreateExperiment(
+        pb.CreateExperimentRequest(
+            experiment=pb.Experiment(
+                name="bench", vw_args=VW_ARGS, reward_wait_seconds=1.0,
+                model_update_interval_seconds=1.0,
+            )
+        )
+    )  # fmt: skip
+    rows: list[dict[str, object]] = []
+    for concurrency in (1, 32):
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(ROUNDS):
+            for method in ("empty", "rank"):
+                result = _load(target, method, concurrency)
+                if method not in best or result["rps"] > best[method]["rps"]:
+                    best[method] = result
+        for method in ("empty", "rank"):
+            rows.append({"sync": sync, **best[method]})
+    time.sleep(2.5)  # let the last windows close and the learner drain
+    status = experiments.GetExperiment(pb.GetExperimentRequest(name="bench"))
+    with __import__("sqlite3").connect(data_dir / "decisions.sqlite3") as db:
+        decisions = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+    channel.close()
+    return rows, {"decisions": decisions, "learned": int(status.learned_events)}
+
+
+def main() -> None:
+    results: dict[str, object] = {}
+    print(f"Rank vs an empty handler on the same server ({SECONDS:.0f} s runs, best of {ROUNDS})")
+    print(
+        f"{'sync':<7}{'in flight':>10}{'handler':>9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'rank/empty':>12}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for sync in ("full", "normal"):
+            data_dir = Path(tmp) / sync
+            rows, counts = _serve_and_measure(sync, data_dir)
+            results[sync] = {"rows": rows, **counts}
+            for i in range(0, len(rows), 2):
+                empty, rank = rows[i], rows[i + 1]
+                ratio = float(rank["rps"]) / float(empty["rps"])  # type: ignore[arg-type]
+                for row in (empty, rank):
+                    print(
+                        f"{sync:<7}{row['concurrency']:>10}{row['method']:>9}{row['rps']:>10.0f}"
+                        f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+                        + (f"{ratio:>12.2f}" if row is rank else "")
+                    )
+            print(f"{sync:<7} learner kept up: {counts['learned']} of {counts['decisions']} "
+                  "decisions learned 2.5 s after the load stopped")  # fmt: skip
+        learn = learner_bench.run(Path(tmp) / "normal", "bench", VW_ARGS)
+        results["learner"] = learn
+        print(
+            f"learner: {learn['learner_per_s']:.0f} events/s (log read + learn) vs raw VW "
+            f"learn_one {learn['raw_vw_per_s']:.0f} events/s on the same {learn['events']:.0f} "
+            f"examples: ratio {learn['ratio']:.2f}"
+        )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmark's server: the real service plus an empty Rank handler on the same server.
+
+The empty handler deserialises a RankRequest and returns an empty RankResponse, so the ratio
+Rank / empty isolates what our Rank adds on top of gRPC itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import grpc
+
+from bandit_server import logging as log_config
+from bandit_server.app import App
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
+from bandit_server.settings import Settings
+
+EMPTY_METHOD = "/bench.v1.Empty/Rank"
+
+
+async def _empty(request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+    return pb.RankResponse()
+
+
+def empty_handler() -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "bench.v1.Empty",
+        {
+            "Rank": grpc.unary_unary_rpc_method_handler(
+                _empty,
+                request_deserializer=pb.RankRequest.FromString,
+                response_serializer=pb.RankResponse.SerializeToString,
+            )
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--sync", default="full")
+    args = parser.parse_args()
+    log_config.configure("warning")
+    settings = Settings(port=args.port, data_dir=args.data_dir, sync=args.sync)
+    asyncio.run(App(settings, [empty_handler()]).serve_until_signal())
+
+
+if __name__ == "__main__":
+    main()
