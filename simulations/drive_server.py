@@ -15,7 +15,7 @@ import sys
 import grpc
 from tqdm import tqdm
 
-from bandit_server.offline.segments import SegmentEnvironment
+from bandit_server.offline.environments import SegmentEnvironment
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         chosen = int(response.chosen_action_id[1:])
-        reward = round_.clicks[chosen]
+        reward = float(round_.rewards[chosen])
         bandit.Reward(
             pb.RewardRequest(experiment=args.experiment, event_id=response.event_id, value=reward)
         )

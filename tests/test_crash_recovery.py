@@ -17,7 +17,7 @@ import grpc
 
 from bandit_server.core.dsjson import prediction_line
 from bandit_server.export import iter_dsjson
-from bandit_server.offline.segments import SegmentEnvironment
+from bandit_server.offline.environments import SegmentEnvironment
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 from tests.helpers import normalised, replay
@@ -82,7 +82,7 @@ def test_sigkill_mid_traffic_loses_nothing_acknowledged_and_model_matches_log(
                         response.chosen_action_id,
                         tuple(r.probability for r in response.ranking),
                     )
-                value = round_.clicks[int(response.chosen_action_id[1:])]
+                value = float(round_.rewards[int(response.chosen_action_id[1:])])
                 bandit.Reward(pb.RewardRequest(experiment="crash", event_id=event_id, value=value))
                 with lock:
                     acked_rewards[event_id] = value

@@ -6,7 +6,7 @@ import json
 
 from bandit_server.core.dsjson import prediction_line
 from bandit_server.export import iter_dsjson
-from bandit_server.offline.segments import SegmentEnvironment
+from bandit_server.offline.environments import SegmentEnvironment
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from tests.helpers import normalised, replay
 from tests.server import ServerThread, actions_pb, namespaces_pb
@@ -34,7 +34,9 @@ def test_service_learns_each_segments_best_variant_and_export_replays_exactly(
         chosen = int(response.chosen_action_id[1:])
         server.bandit.Reward(
             pb.RewardRequest(
-                experiment="segments", event_id=response.event_id, value=round_.clicks[chosen]
+                experiment="segments",
+                event_id=response.event_id,
+                value=float(round_.rewards[chosen]),
             )
         )
         if round_.index >= 5000:
