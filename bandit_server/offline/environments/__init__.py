@@ -2,5 +2,21 @@
 
 from bandit_server.offline.environments.base import Environment, Round
 from bandit_server.offline.environments.segments import SegmentEnvironment, default_click_rates
+from bandit_server.offline.environments.supervised import DATASETS, SupervisedEnvironment
+from bandit_server.offline.environments.synthetic import (
+    DEFAULT_CONTEXT,
+    ContextNamespace,
+    SyntheticEnvironment,
+)
 
-__all__ = ["Environment", "Round", "SegmentEnvironment", "default_click_rates"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_CONTEXT",
+    "ContextNamespace",
+    "Environment",
+    "Round",
+    "SegmentEnvironment",
+    "SupervisedEnvironment",
+    "SyntheticEnvironment",
+    "default_click_rates",
+]
