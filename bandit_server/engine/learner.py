@@ -24,6 +24,7 @@ from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.05
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class Learner:
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
         self._last_checkpoint = time.monotonic()
+        self._last_wal_checkpoint = time.monotonic()
         self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self.backlog_max = 0
@@ -185,6 +187,9 @@ class Learner:
         for model in models.values():
             if model.publish_due(now):
                 model.publish()
+        if now - self._last_wal_checkpoint >= WAL_CHECKPOINT_SECONDS:
+            self._last_wal_checkpoint = now
+            self._log.checkpoint_wal()
         if now - self._last_checkpoint >= self._checkpoint_interval:
             self._last_checkpoint = now
             self.checkpoint_all()

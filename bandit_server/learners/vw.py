@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import vowpal_wabbit_next as vw
 from vowpal_wabbit_next import _core as vw_core
@@ -103,6 +104,52 @@ class VWPolicy:
     def serialize(self) -> bytes:
         return bytes(self._workspace.serialize())
 
+    def replay(
+        self,
+        lines: Sequence[str],
+        learn: Sequence[bool],
+        on_progress: Callable[[int], None] | None = None,
+        every: int = 8192,
+    ) -> list[list[tuple[int, float]]]:
+        """Per line in order: VW's prediction from before the line, then learn from it where
+        `learn[i]` (predict only elsewhere), as VW's driver runs over a file. Predictions are
+        VW's raw output: (index, probability) for --cb_explore_adf, (index, cost) for --cb_adf.
+        `on_progress(done)` is called every `every` lines.
+        """
+        if len(lines) != len(learn):
+            raise InvalidArgument("learn", f"{len(learn)} flags for {len(lines)} lines")
+        parse, workspace = self._parse, self._core
+        predict_then_learn = workspace.predict_then_learn_multi_ex_one
+        predict = workspace.predict_multi_ex_one
+        out: list[Any] = []
+        for start in range(0, len(lines), every):
+            stop = min(start + every, len(lines))
+            # The offline hot loop: nothing here but VW's own parse, predict and learn.
+            out.extend(
+                predict_then_learn(parse(workspace, line))
+                if flag
+                else predict(parse(workspace, line))
+                for line, flag in zip(lines[start:stop], learn[start:stop], strict=True)
+            )
+            if on_progress is not None:
+                on_progress(stop)
+        return out
+
+
+def validate_cost_model_args(args: str, field: str = "reward_model") -> str:
+    """Check that `args` makes a VW `--cb_adf` learner (per-action predicted costs, no
+    exploration); return it normalised. Raises InvalidArgument naming `field` otherwise."""
+    try:
+        tokens = shlex.split(args)
+        workspace = vw.Workspace(split_args(tokens))
+    except Exception as exc:  # shlex raises ValueError; VW a plain RuntimeError with its message
+        raise InvalidArgument(field, f"{describe(args)} rejected: {exc}") from None
+    if not workspace.multiline or workspace.prediction_type != vw.PredictionType.ActionScores:
+        raise InvalidArgument(
+            field, f"{describe(args)} does not predict per-action costs (it needs --cb_adf)"
+        )
+    return shlex.join(tokens)
+
 
 def _pmf(prediction: object) -> Pmf:
     # cb_explore_adf predicts action probabilities: a list of (index, probability) pairs.
@@ -113,3 +160,26 @@ def _pmf(prediction: object) -> Pmf:
 def run_vw_command_line(args: Sequence[str], cwd: Path | None = None) -> tuple[str, list[str]]:
     """VW's own command-line driver in-process: (driver output, log lines). For reference runs."""
     return vw.run_cli_driver(list(args), onethread=True, cwd=cwd)
+
+
+_SUMMARY_KEYS = {
+    "number of examples": "examples",
+    "weighted example sum": "weighted_examples",
+    "weighted label sum": "weighted_labels",
+    "average loss": "average_loss",
+    "total feature number": "total_features",
+}
+
+
+def driver_summary(driver_output: str) -> dict[str, float]:
+    """The closing figures of a driver run (`run_vw_command_line` without --quiet), e.g.
+    {"examples": 1785.0, "average_loss": -0.317874, ...}. VW prints them with 6 decimals."""
+    summary: dict[str, float] = {}
+    for line in driver_output.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and key.strip() in _SUMMARY_KEYS:
+            try:
+                summary[_SUMMARY_KEYS[key.strip()]] = float(value)
+            except ValueError:
+                continue  # "average loss = n.a." when nothing was labelled
+    return summary

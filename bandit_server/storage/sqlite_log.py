@@ -47,7 +47,13 @@ def _decision(row: sqlite3.Row | tuple[object, ...]) -> DecisionRow:
 class SQLiteDecisionLog:
     """Decisions, rewards, activations and the learner's order, in `data_dir/decisions.sqlite3`."""
 
-    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        synchronous: str = "FULL",
+        schedule: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
+        """`schedule`: commit on the caller's thread via this hook (see GroupCommitWriter)."""
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,8 +61,11 @@ class SQLiteDecisionLog:
         self._synchronous = synchronous
         write_con = sqlite_schema.connect(str(self.path), synchronous)
         sqlite_schema.create(write_con)
+        # Commits may run on the event loop; the WAL checkpoint (which fsyncs and copies pages)
+        # must not. `checkpoint_wal` runs it from a background thread instead.
+        write_con.execute("PRAGMA wal_autocheckpoint=0")
         self._write_con = write_con
-        self._writer = GroupCommitWriter(write_con)
+        self._writer = GroupCommitWriter(write_con, schedule)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -71,21 +80,6 @@ class SQLiteDecisionLog:
     def submit(self, rows: Sequence[Row], done: Done) -> None:
         """Queue rows for the next group commit; `done` runs on the writer thread afterwards."""
         self._writer.submit(rows, done)
-
-    def write_now(self, rows: Sequence[Row]) -> None:
-        """Commit rows and wait: for rare, non-hot-path writes."""
-        finished = threading.Event()
-        failure: list[BaseException] = []
-
-        def done(error: BaseException | None, _learned: object) -> None:
-            if error is not None:
-                failure.append(error)
-            finished.set()
-
-        self._writer.submit(rows, done)
-        finished.wait()
-        if failure:
-            raise failure[0]
 
     def execute_admin(self, sql: str, params: Sequence[object] = ()) -> None:
         """A one-off write outside the hot path (experiments, watermarks, deletion)."""
@@ -113,6 +107,10 @@ class SQLiteDecisionLog:
     def flush_and_stop_writing(self) -> None:
         """Commit everything submitted so far; later submits fail. Reads keep working."""
         self._writer.close()
+
+    def checkpoint_wal(self) -> None:
+        """Copy committed WAL pages into the database file without blocking writers."""
+        self._reader().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self._writer.close()

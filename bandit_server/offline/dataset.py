@@ -1,0 +1,475 @@
+"""A DSJSON decision log as columns: what offline evaluation needs from each logged event.
+
+Reads the layouts VW's decision service, Azure Personalizer exports and this service's own export
+write. Unknown keys are tolerated. Lines marked `"_skipLearn": true` are kept (they are replayed as
+predictions) but carry no reward, so estimates leave them out; they are counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit_server.core.dsjson import Label, learning_line, prediction_line
+from bandit_server.errors import InvalidArgument, describe
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+# VW's name for the namespace of features given directly under `c` or an action (not in an object).
+DEFAULT_NAMESPACE = " "
+
+# Exports round probabilities; a logged distribution within this of 1 is taken as it is.
+PMF_SUM_TOLERANCE = 1e-3
+
+_decoder = json.JSONDecoder()
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One logged decision, as plain values (so `pd.DataFrame(dataset.events())` works)."""
+
+    line_number: int  # 1-based, in the source
+    event_id: str
+    timestamp: str
+    c_json: str  # the `c` object's text, as VW reads it
+    n_actions: int
+    chosen_index: int  # 0-based position in `_multi`
+    probability: float  # the logged propensity of the chosen action
+    reward: float  # -cost; NaN when the event was never learned
+    logged_pmf: tuple[float, ...]  # probability of each `_multi` position under the logged policy
+    model_version: str
+    skip_learn: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInventory:
+    """Namespaces found in the log's `c` objects, in order of first appearance."""
+
+    shared: tuple[str, ...]
+    action: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoggedDataset:
+    """A decision log in file order, as columns. Arrays have one row per event (n) and, for
+    per-action values, k = the largest action count, padded with zeros."""
+
+    source: str
+    event_ids: tuple[str, ...]
+    timestamps: tuple[str, ...]
+    c_jsons: tuple[str, ...]
+    model_versions: tuple[str, ...]
+    line_numbers: IntArray
+    n_actions: IntArray
+    actions: IntArray
+    propensities: FloatArray
+    rewards: FloatArray
+    logged_pmf: FloatArray
+    skip_learn: BoolArray
+    namespaces: NamespaceInventory
+    warnings: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.c_jsons)
+        if n == 0:
+            raise InvalidArgument("log", f"{self.source}: no events")
+        columns: dict[str, Sized] = {
+            "event_ids": self.event_ids,
+            "timestamps": self.timestamps,
+            "model_versions": self.model_versions,
+            "line_numbers": self.line_numbers,
+            "n_actions": self.n_actions,
+            "actions": self.actions,
+            "propensities": self.propensities,
+            "rewards": self.rewards,
+            "logged_pmf": self.logged_pmf,
+            "skip_learn": self.skip_learn,
+        }
+        for name, column in columns.items():
+            if len(column) != n:
+                raise InvalidArgument(name, f"has {len(column)} rows, expected {n}")
+        for array in (self.actions, self.propensities, self.rewards, self.logged_pmf):
+            array.setflags(write=False)
+
+    def __len__(self) -> int:
+        return len(self.c_jsons)
+
+    @property
+    def k(self) -> int:
+        """The largest number of actions of any event: the width of per-action arrays."""
+        return int(self.logged_pmf.shape[1])
+
+    @cached_property
+    def learnable(self) -> BoolArray:
+        """Events with a reward: the ones learned from and estimated on."""
+        mask = ~self.skip_learn
+        mask.setflags(write=False)
+        return mask
+
+    @property
+    def n_skipped(self) -> int:
+        return int(self.skip_learn.sum())
+
+    @cached_property
+    def vw_lines(self) -> tuple[str, ...]:
+        """Per event, the line VW learns from (labels before `c`), or a prediction-only line."""
+        return tuple(
+            prediction_line(c) if skip else learning_line(c, Label(int(a), float(p), -float(r)))
+            for c, skip, a, p, r in zip(
+                self.c_jsons,
+                self.skip_learn.tolist(),
+                self.actions.tolist(),
+                self.propensities.tolist(),
+                self.rewards.tolist(),
+                strict=True,
+            )
+        )
+
+    def event(self, i: int) -> LoggedEvent:
+        n = int(self.n_actions[i])
+        return LoggedEvent(
+            line_number=int(self.line_numbers[i]),
+            event_id=self.event_ids[i],
+            timestamp=self.timestamps[i],
+            c_json=self.c_jsons[i],
+            n_actions=n,
+            chosen_index=int(self.actions[i]),
+            probability=float(self.propensities[i]),
+            reward=float(self.rewards[i]),
+            logged_pmf=tuple(float(p) for p in self.logged_pmf[i, :n]),
+            model_version=self.model_versions[i],
+            skip_learn=bool(self.skip_learn[i]),
+        )
+
+    def events(self) -> Iterator[LoggedEvent]:
+        return (self.event(i) for i in range(len(self)))
+
+    def subset(self, indices: Sequence[int] | IntArray) -> LoggedDataset:
+        """The events at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        k = int(self.n_actions[idx].max()) if len(idx) else 0
+        return LoggedDataset(
+            source=self.source,
+            event_ids=tuple(self.event_ids[i] for i in idx.tolist()),
+            timestamps=tuple(self.timestamps[i] for i in idx.tolist()),
+            c_jsons=tuple(self.c_jsons[i] for i in idx.tolist()),
+            model_versions=tuple(self.model_versions[i] for i in idx.tolist()),
+            line_numbers=self.line_numbers[idx],
+            n_actions=self.n_actions[idx],
+            actions=self.actions[idx].copy(),
+            propensities=self.propensities[idx].copy(),
+            rewards=self.rewards[idx].copy(),
+            logged_pmf=self.logged_pmf[idx, :k].copy(),
+            skip_learn=self.skip_learn[idx],
+            namespaces=self.namespaces,
+            warnings=self.warnings,
+        )
+
+    def sorted_by_time(self) -> LoggedDataset:
+        """Events in timestamp order (stable: ties keep file order). Every event needs a time."""
+        missing = [i for i, t in enumerate(self.timestamps) if not t]
+        if missing:
+            raise InvalidArgument(
+                "Timestamp",
+                f"{self.source}:{int(self.line_numbers[missing[0]])}: no Timestamp, "
+                "so the log cannot be put in time order",
+            )
+        times = np.empty(len(self), dtype="datetime64[ns]")
+        for i, text in enumerate(self.timestamps):
+            try:
+                times[i] = np.datetime64(text.removesuffix("Z"), "ns")
+            except ValueError:
+                raise InvalidArgument(
+                    "Timestamp",
+                    f"{self.source}:{int(self.line_numbers[i])}: {describe(text)} "
+                    "is not an ISO 8601 time",
+                ) from None
+        return self.subset(np.argsort(times, kind="stable"))
+
+    def with_c_jsons(self, c_jsons: Sequence[str]) -> LoggedDataset:
+        """The same events with other `c` texts (same actions in the same positions)."""
+        if len(c_jsons) != len(self):
+            raise InvalidArgument("c_jsons", f"has {len(c_jsons)} rows, expected {len(self)}")
+        return LoggedDataset(
+            source=self.source,
+            event_ids=self.event_ids,
+            timestamps=self.timestamps,
+            c_jsons=tuple(c_jsons),
+            model_versions=self.model_versions,
+            line_numbers=self.line_numbers,
+            n_actions=self.n_actions,
+            actions=self.actions,
+            propensities=self.propensities,
+            rewards=self.rewards,
+            logged_pmf=self.logged_pmf,
+            skip_learn=self.skip_learn,
+            namespaces=self.namespaces,
+            warnings=self.warnings,
+        )
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """The lines of a .json/.jsonl file, gzip-compressed or not (judged by its first bytes)."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    opener: Any = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        yield from handle
+
+
+def load_dsjson(source: Path | str | Iterable[str], *, name: str | None = None) -> LoggedDataset:
+    """Read DSJSON lines from a file path (optionally gzip) or any iterable of lines.
+
+    Raises InvalidArgument naming the source, the line number and what is wrong.
+    """
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidArgument("log", f"{str(path)!r} is not a readable file")
+        return _parse(read_lines(path), name or str(path))
+    return _parse(source, name or "<lines>")
+
+
+class _Columns:
+    def __init__(self) -> None:
+        self.event_ids: list[str] = []
+        self.timestamps: list[str] = []
+        self.c_jsons: list[str] = []
+        self.model_versions: list[str] = []
+        self.line_numbers: list[int] = []
+        self.n_actions: list[int] = []
+        self.actions: list[int] = []
+        self.propensities: list[float] = []
+        self.rewards: list[float] = []
+        self.pmfs: list[list[float]] = []
+        self.skip: list[bool] = []
+        self.shared: dict[str, None] = {}
+        self.action_ns: dict[str, None] = {}
+        self.pdrop = 0
+        self.seen_ids: set[str] = set()
+        self.duplicate_ids = 0
+
+
+def _parse(lines: Iterable[str], source: str) -> LoggedDataset:
+    cols = _Columns()
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        _parse_line(line, number, source, cols)
+    if not cols.c_jsons:
+        raise InvalidArgument("log", f"{source}: no events")
+    k = max(cols.n_actions)
+    pmf = np.zeros((len(cols.pmfs), k))
+    for i, row in enumerate(cols.pmfs):
+        pmf[i, : len(row)] = row
+    warnings = []
+    n_skip = sum(cols.skip)
+    if n_skip:
+        warnings.append(
+            f"{n_skip} of {len(cols.skip)} events are marked _skipLearn (no reward): they are "
+            "replayed as predictions only and left out of every estimate"
+        )
+    if cols.duplicate_ids:
+        warnings.append(f"{cols.duplicate_ids} events repeat an earlier EventId")
+    if cols.pdrop:
+        warnings.append(
+            f"{cols.pdrop} events carry pdrop > 0 (events dropped at logging time); estimates "
+            "do not reweight for the dropped events"
+        )
+    return LoggedDataset(
+        source=source,
+        event_ids=tuple(cols.event_ids),
+        timestamps=tuple(cols.timestamps),
+        c_jsons=tuple(cols.c_jsons),
+        model_versions=tuple(cols.model_versions),
+        line_numbers=np.array(cols.line_numbers, dtype=np.int64),
+        n_actions=np.array(cols.n_actions, dtype=np.int64),
+        actions=np.array(cols.actions, dtype=np.int64),
+        propensities=np.array(cols.propensities, dtype=np.float64),
+        rewards=np.array(cols.rewards, dtype=np.float64),
+        logged_pmf=pmf,
+        skip_learn=np.array(cols.skip, dtype=np.bool_),
+        namespaces=NamespaceInventory(tuple(cols.shared), tuple(cols.action_ns)),
+        warnings=tuple(warnings),
+    )
+
+
+def _split_c(line: str) -> tuple[dict[str, Any], Any, str]:
+    """(top-level object, parsed c, c's text). c's text is the original bytes when c can be
+    located exactly, else c re-encoded compactly (the same features for VW either way)."""
+    # A `"c":` preceded by `{` or `,` is a key (a raw quote cannot sit inside a JSON string), but
+    # maybe a nested one: cut it out, parse the rest, and trust the cut only if the rest's
+    # top-level "c" is exactly the placeholder.
+    start = line.find(',"c":{')
+    if start < 0 and line.startswith('{"c":{'):
+        start = 0
+    if start >= 0:
+        value_start = start + 5
+        try:
+            c, end = _decoder.raw_decode(line, value_start)
+            top = json.loads(line[:value_start] + "null" + line[end:])
+        except ValueError:
+            pass
+        else:
+            if isinstance(top, dict) and "c" in top and top["c"] is None:
+                top["c"] = c
+                return top, c, line[value_start:end]
+    top = json.loads(line)
+    if not isinstance(top, dict):
+        raise ValueError("the line is not a JSON object")
+    c = top.get("c")
+    return top, c, _dumps(c) if isinstance(c, dict) else ""
+
+
+def _namespace_names(obj: dict[str, Any], into: dict[str, None]) -> None:
+    for key, value in obj.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, dict | list):
+            into.setdefault(key, None)
+        else:
+            into.setdefault(DEFAULT_NAMESPACE, None)
+
+
+def _number(top: dict[str, Any], key: str, where: str) -> float:
+    value = top[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgument(key, f"{where}: {describe(value)} is not a finite number")
+    return float(value)
+
+
+def _parse_line(line: str, number: int, source: str, cols: _Columns) -> None:
+    where = f"{source}:{number}"
+    try:
+        top, c, c_text = _split_c(line)
+    except ValueError as exc:
+        raise InvalidArgument("log", f"{where}: not a JSON object: {exc}") from None
+    if not isinstance(c, dict):
+        raise InvalidArgument("c", f"{where}: no 'c' object (the context and actions)")
+    multi = c.get("_multi")
+    if not isinstance(multi, list) or not multi:
+        raise InvalidArgument(
+            "c._multi", f"{where}: no actions ('_multi' must be a non-empty list)"
+        )
+    n = len(multi)
+    _namespace_names(c, cols.shared)
+    for action in multi:
+        if not isinstance(action, dict):
+            raise InvalidArgument("c._multi", f"{where}: {describe(action)} is not an object")
+        _namespace_names(action, cols.action_ns)
+
+    skip = top.get("_skipLearn") is True
+    pmf = _logged_pmf(top, n, where)
+    first = int(top["a"][0]) - 1
+    chosen = _chosen_index(top, n, where)
+    if skip:
+        # Never learned: no reward; the logged distribution still says what was served.
+        chosen = first if chosen is None else chosen
+        probability = pmf[chosen]
+        reward = math.nan
+    else:
+        for key in ("_label_cost", "_label_probability"):
+            if key not in top:
+                raise InvalidArgument(key, f"{where}: missing (the line is not _skipLearn)")
+        if chosen is None:
+            raise InvalidArgument(
+                "_labelIndex", f"{where}: missing (neither _labelIndex nor _label_Action given)"
+            )
+        reward = -_number(top, "_label_cost", where)
+        probability = _number(top, "_label_probability", where)
+        if not 0.0 < probability <= 1.0:
+            raise InvalidArgument(
+                "_label_probability", f"{where}: {probability!r} is not in (0, 1]"
+            )
+        if abs(pmf[chosen] - probability) > PMF_SUM_TOLERANCE:
+            raise InvalidArgument(
+                "_label_probability",
+                f"{where}: {probability!r} differs from the logged p of the chosen action "
+                f"({pmf[chosen]!r})",
+            )
+    if first != chosen:
+        raise InvalidArgument(
+            "a", f"{where}: a[0]={first + 1} is not the chosen action {chosen + 1}"
+        )
+
+    pdrop = top.get("pdrop")
+    if isinstance(pdrop, int | float) and pdrop > 0:
+        cols.pdrop += 1
+    event_id = top.get("EventId")
+    event_id = event_id if isinstance(event_id, str) else ""
+    if event_id:
+        if event_id in cols.seen_ids:
+            cols.duplicate_ids += 1
+        cols.seen_ids.add(event_id)
+    timestamp = top.get("Timestamp")
+    state = top.get("VWState")
+    version = state.get("m") if isinstance(state, dict) else None
+
+    cols.event_ids.append(event_id)
+    cols.timestamps.append(timestamp if isinstance(timestamp, str) else "")
+    cols.c_jsons.append(c_text)
+    cols.model_versions.append(version if isinstance(version, str) else "")
+    cols.line_numbers.append(number)
+    cols.n_actions.append(n)
+    cols.actions.append(chosen)
+    cols.propensities.append(probability)
+    cols.rewards.append(reward)
+    cols.pmfs.append(pmf)
+    cols.skip.append(skip)
+
+
+def _chosen_index(top: dict[str, Any], n: int, where: str) -> int | None:
+    index = top.get("_labelIndex")
+    action = top.get("_label_Action")
+    chosen: int | None = None
+    for key, value, offset in (("_labelIndex", index, 0), ("_label_Action", action, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(key, f"{where}: {describe(value)} is not an integer")
+        position = value - offset
+        if not 0 <= position < n:
+            raise InvalidArgument(key, f"{where}: {value!r} is outside the {n} actions")
+        if chosen is not None and chosen != position:
+            raise InvalidArgument(key, f"{where}: {value!r} disagrees with _labelIndex {chosen!r}")
+        chosen = position
+    return chosen
+
+
+def _logged_pmf(top: dict[str, Any], n: int, where: str) -> list[float]:
+    """The logged distribution over `_multi` positions, from `a` (1-based) and `p`."""
+    a, p = top.get("a"), top.get("p")
+    if not isinstance(a, list) or not isinstance(p, list) or not a:
+        raise InvalidArgument(
+            "a", f"{where}: 'a' and 'p' (the logged distribution) are missing or empty"
+        )
+    if len(a) != len(p):
+        raise InvalidArgument("p", f"{where}: {len(p)} probabilities for {len(a)} actions in 'a'")
+    pmf = [0.0] * n
+    seen = set()
+    for action, prob in zip(a, p, strict=True):
+        if isinstance(action, bool) or not isinstance(action, int) or not 1 <= action <= n:
+            raise InvalidArgument("a", f"{where}: {describe(action)} is not an action in 1..{n}")
+        if action in seen:
+            raise InvalidArgument("a", f"{where}: action {action} is listed twice")
+        seen.add(action)
+        if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0.0 <= prob <= 1.0:
+            raise InvalidArgument("p", f"{where}: {describe(prob)} is not a probability")
+        pmf[action - 1] = float(prob)
+    total = sum(pmf)
+    if abs(total - 1.0) > PMF_SUM_TOLERANCE:
+        raise InvalidArgument("p", f"{where}: the probabilities sum to {total!r}, not 1")
+    return pmf
