@@ -73,7 +73,7 @@ class SQLiteDecisionLog:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def on_batch_end(self, hook: Callable[[], None]) -> None:
+    def on_batch_end(self, hook: Callable[[], object]) -> None:
         """Run `hook` on the writer thread after every committed batch's callbacks."""
         self._writer.on_batch_end = hook
 

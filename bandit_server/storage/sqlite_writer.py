@@ -134,7 +134,7 @@ class GroupCommitWriter:
         self._flush_scheduled = False
         # Called on this thread after each batch's callbacks: lets the engine wake its event
         # loop once per batch instead of once per request.
-        self.on_batch_end: Callable[[], None] | None = None
+        self.on_batch_end: Callable[[], object] | None = None
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._next_learned_seq = 1 + int(
