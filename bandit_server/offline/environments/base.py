@@ -99,6 +99,12 @@ def per_round(
             yield {key: value[i] for key, value in block.items()}
 
 
+def check_count(field_name: str, value: object, minimum: int) -> None:
+    """Raise InvalidArgument unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(field_name, f"{describe(value)} is not an integer >= {minimum}")
+
+
 def check_positive(field_name: str, value: float) -> None:
     """Raise InvalidArgument unless `value` is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < np.inf:

@@ -8,8 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from bandit_server.errors import InvalidArgument, describe
-from bandit_server.offline.environments.base import Round, check_positive, check_run, per_round
+from bandit_server.errors import InvalidArgument
+from bandit_server.offline.environments.base import (
+    Round,
+    check_count,
+    check_positive,
+    check_run,
+    per_round,
+)
 
 BEST_RATE = 0.6
 
@@ -24,11 +30,6 @@ def default_click_rates(n_segments: int, n_variants: int) -> tuple[tuple[float, 
         row[(2 * s) % n_variants] = BEST_RATE
         rows.append(tuple(row))
     return tuple(rows)
-
-
-def _check_count(field_name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(field_name, f"{describe(value)} is not an integer >= {minimum}")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ class SegmentEnvironment:
     seconds_between_rounds: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_count("n_segments", self.n_segments, 1)
-        _check_count("n_variants", self.n_variants, 2)
+        check_count("n_segments", self.n_segments, 1)
+        check_count("n_variants", self.n_variants, 2)
         check_positive("seconds_between_rounds", self.seconds_between_rounds)
         if self.click_rates is None:
             rates = default_click_rates(self.n_segments, self.n_variants)

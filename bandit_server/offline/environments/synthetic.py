@@ -18,6 +18,7 @@ from bandit_server.core.types import FeatureValue
 from bandit_server.errors import InvalidArgument, describe
 from bandit_server.offline.environments.base import (
     Round,
+    check_count,
     check_positive,
     check_run,
     per_round,
@@ -29,11 +30,6 @@ ACTION_NAMESPACE = "Action"
 _REWARD_MODELS = ("linear", "logistic", "interaction")
 _DELAY_MODELS = ("none", "constant", "exponential")
 _DECIMALS = 4  # numeric features are rounded so logs stay short; rewards use the rounded values
-
-
-def _check_int(field_name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(field_name, f"{describe(value)} is not an integer >= {minimum}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +48,9 @@ class ContextNamespace:
             raise InvalidArgument("name", f"{describe(self.name)} is not a namespace name")
         if self.name == ACTION_NAMESPACE:
             raise InvalidArgument("name", f"{self.name!r} is the actions' namespace")
-        _check_int("numeric", self.numeric, 0)
+        check_count("numeric", self.numeric, 0)
         for i, levels in enumerate(self.categorical):
-            _check_int(f"categorical[{i}]", levels, 2)
+            check_count(f"categorical[{i}]", levels, 2)
         if self.numeric == 0 and not self.categorical:
             raise InvalidArgument("numeric", f"namespace {self.name!r} has no features")
 
@@ -124,7 +120,7 @@ class SyntheticEnvironment:
     instance_seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("n_actions", self.n_actions, 2)
+        check_count("n_actions", self.n_actions, 2)
         if not self.context:
             raise InvalidArgument("context", "no namespaces; at least one is needed")
         names = [ns.name for ns in self.context]
@@ -133,7 +129,7 @@ class SyntheticEnvironment:
                 raise InvalidArgument(
                     f"context[{i}].name", f"{name!r} repeats context[{names.index(name)}].name"
                 )
-        _check_int("action_numeric", self.action_numeric, 0)
+        check_count("action_numeric", self.action_numeric, 0)
         if self.reward not in _REWARD_MODELS:
             raise InvalidArgument(
                 "reward", f"{describe(self.reward)} is not one of {_REWARD_MODELS}"
@@ -160,7 +156,7 @@ class SyntheticEnvironment:
                 "reward_range", f"{self.reward_range!r} is not a finite (low, high) with low < high"
             )
         if self.drift_at is not None:
-            _check_int("drift_at", self.drift_at, 1)
+            check_count("drift_at", self.drift_at, 1)
         if self.delay not in _DELAY_MODELS:
             raise InvalidArgument("delay", f"{describe(self.delay)} is not one of {_DELAY_MODELS}")
         if self.delay == "none":
@@ -171,7 +167,7 @@ class SyntheticEnvironment:
         else:
             check_positive("delay_mean", self.delay_mean)
         check_positive("seconds_between_rounds", self.seconds_between_rounds)
-        _check_int("instance_seed", self.instance_seed, 0)
+        check_count("instance_seed", self.instance_seed, 0)
 
     @property
     def name(self) -> str:
