@@ -45,18 +45,18 @@ def restore_model(
 
 def open_events(decision_log: SQLiteDecisionLog, experiment: str) -> list[OpenEvent]:
     """Events whose window was not closed when the server stopped, with their in-window inputs."""
-    events = []
-    for row in decision_log.open_decisions(experiment, decision_log.closed_until(experiment)):
-        event = OpenEvent(row.event_id, row.deadline, row.deferred)
-        event.activated = any(
-            not a.late for a in decision_log.activations(experiment, row.event_id)
-        )
-        for reward in decision_log.rewards(experiment, row.event_id):
-            if reward.late:
-                continue
-            if event.first_reward is None:
-                event.first_reward = reward.value
-            event.reward_sum += reward.value
-            event.reward_count += 1
-        events.append(event)
-    return events
+    closed_until = decision_log.closed_until(experiment)
+    events = {
+        row.event_id: OpenEvent(row.event_id, row.deadline, row.deferred)
+        for row in decision_log.open_decisions(experiment, closed_until)
+    }
+    rewards, activated = decision_log.open_inputs(experiment, closed_until)
+    for event_id in activated:
+        events[event_id].activated = True
+    for event_id, value in rewards:
+        event = events[event_id]
+        if event.first_reward is None:
+            event.first_reward = value
+        event.reward_sum += value
+        event.reward_count += 1
+    return list(events.values())

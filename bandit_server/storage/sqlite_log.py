@@ -244,6 +244,30 @@ class SQLiteDecisionLog:
         for row in rows:
             yield _decision(row)
 
+    def open_inputs(
+        self, experiment: str, after_deadline: float
+    ) -> tuple[list[tuple[str, float]], set[str]]:
+        """For the decisions `open_decisions` lists: their in-window rewards (event id, value)
+        in arrival order, and the ids of those activated in time. Two queries in all."""
+        con = self._reader()
+        scope = (
+            " JOIN decisions d ON d.experiment = x.experiment AND d.event_id = x.event_id"
+            " WHERE x.experiment = ? AND d.deadline > ? AND x.late = 0"
+            " AND NOT EXISTS (SELECT 1 FROM learned l"
+            "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
+        )
+        rewards = con.execute(
+            f"SELECT x.event_id, x.value FROM rewards x{scope} ORDER BY x.seq",
+            (experiment, after_deadline),
+        ).fetchall()
+        activated = {
+            row[0]
+            for row in con.execute(
+                f"SELECT x.event_id FROM activations x{scope}", (experiment, after_deadline)
+            )
+        }
+        return [(str(e), float(v)) for e, v in rewards], activated
+
     def export_rows(
         self, experiment: str
     ) -> Iterator[tuple[DecisionRow, float | None, int | None, bool]]:
