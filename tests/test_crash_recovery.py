@@ -141,3 +141,8 @@ def test_sigkill_mid_traffic_loses_nothing_acknowledged_and_model_matches_log(
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+    # SIGTERM drained and checkpointed: the newest checkpoint covers every learned event.
+    with sqlite3.connect(data_dir / "decisions.sqlite3") as db:
+        last_seq = db.execute("SELECT MAX(seq) FROM learned").fetchone()[0]
+    newest = sorted((data_dir / "models" / "crash").glob("*.json"))[-1]
+    assert json.loads(newest.read_text())["learned_seq"] == last_seq
