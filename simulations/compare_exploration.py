@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dev deps yet
+import pandas as pd
 
 from bandit_server.errors import InvalidArgument
 from bandit_server.offline.environments import SyntheticEnvironment

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
     env = SegmentEnvironment()
     actions = [
-        pb.Action(id=str(a["id"]), features=_namespaces(a["features"]))  # type: ignore[arg-type]
+        pb.Action(id=str(a["id"]), features=_namespaces(a["features"]))
         for a in env.actions()
     ]
     best = clicks = 0
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{round_.index + 1:>8} {best / args.window:>19.3f} {clicks / args.window:>11.3f}"
             )
             best = clicks = 0
-    oracle = sum(max(rates) for rates in env.click_rates) / env.n_segments
+    rates_table = env.click_rates or ()
+    oracle = sum(max(rates) for rates in rates_table) / env.n_segments
     print(f"oracle click rate {oracle:.3f}; uniform best-variant share {1 / env.n_variants:.3f}")
     return 0
 

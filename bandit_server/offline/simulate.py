@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dev deps yet
+import pandas as pd
 from tqdm import tqdm
 
 from bandit_server.core.dsjson import (
