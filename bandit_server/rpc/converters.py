@@ -38,16 +38,23 @@ def feature_value(message: pb.Feature, field: str) -> FeatureValue:
 
 
 def namespaces(messages: Iterable[pb.Namespace], field: str) -> tuple[Namespace, ...]:
-    return tuple(
-        Namespace(
-            ns.name,
-            tuple(
-                Feature(f.name, feature_value(f, f"{field}[{i}].features[{j}]"))
-                for j, f in enumerate(ns.features)
-            ),
-        )
-        for i, ns in enumerate(messages)
-    )
+    # Flat loops, not nested generators: this runs for every namespace of every Rank.
+    out = []
+    for i, ns in enumerate(messages):
+        features = []
+        for f in ns.features:
+            kind = f.WhichOneof("value")
+            if kind == "string_value":
+                features.append(Feature(f.name, f.string_value))
+            elif kind == "number_value":
+                features.append(Feature(f.name, f.number_value))
+            elif kind == "bool_value":
+                features.append(Feature(f.name, f.bool_value))
+            else:
+                j = list(ns.features).index(f)
+                feature_value(f, f"{field}[{i}].features[{j}]")  # raises, naming the field
+        out.append(Namespace(ns.name, tuple(features)))
+    return tuple(out)
 
 
 def rank_input(request: pb.RankRequest) -> RankInput:
@@ -57,8 +64,10 @@ def rank_input(request: pb.RankRequest) -> RankInput:
         event_id=request.event_id,
         context=namespaces(request.context, "context"),
         actions=tuple(
-            Action(action.id, namespaces(action.features, f"actions[{i}].features"))
-            for i, action in enumerate(request.actions)
+            [
+                Action(action.id, namespaces(action.features, f"actions[{i}].features"))
+                for i, action in enumerate(request.actions)
+            ]
         ),
         excluded_action_ids=tuple(request.excluded_action_ids),
         defer_activation=request.defer_activation,
