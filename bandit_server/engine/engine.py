@@ -39,6 +39,7 @@ from bandit_server.storage.records import (
     ExperimentRow,
     LearnedRow,
     RewardRow,
+    WatermarkRow,
 )
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from bandit_server.storage.sqlite_writer import Row
@@ -392,7 +393,7 @@ class Engine:
             await self.close_due_windows()
             if time.monotonic() - last_watermark >= WATERMARK_EVERY_SECONDS:
                 last_watermark = time.monotonic()
-                await asyncio.to_thread(self._save_watermarks)
+                await self._save_watermarks()
             delay = WINDOW_TICK_SECONDS
             if self._deadlines:
                 delay = min(delay, max(0.0, self._deadlines[0][0] - self._clock()))
@@ -421,14 +422,14 @@ class Engine:
             runtime.closed_until = max(runtime.closed_until, deadline)
         return len(closed)
 
-    def _save_watermarks(self) -> None:
-        for name, runtime in list(self._runtimes.items()):
-            if runtime.closed_until > float("-inf"):
-                self.log.execute_admin(
-                    "INSERT INTO watermarks (experiment, closed_until) VALUES (?, ?)"
-                    " ON CONFLICT (experiment) DO UPDATE SET closed_until = excluded.closed_until",
-                    (name, runtime.closed_until),
-                )
+    async def _save_watermarks(self) -> None:
+        rows: list[Row] = [
+            WatermarkRow(name, runtime.closed_until)
+            for name, runtime in self._runtimes.items()
+            if runtime.closed_until > float("-inf")
+        ]
+        if rows:
+            await self._commit(rows)
 
     # -- introspection (tests, benchmarks) -------------------------------------------------
 

@@ -64,6 +64,14 @@ class LearnedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class WatermarkRow:
+    """Every decision of the experiment with a deadline at or before `closed_until` is closed."""
+
+    experiment: str
+    closed_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class LearnItem:
     """What the learner needs to learn one event: its example text and label."""
 

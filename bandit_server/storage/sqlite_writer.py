@@ -22,11 +22,12 @@ from bandit_server.storage.records import (
     DuplicateDecision,
     LearnedRow,
     RewardRow,
+    WatermarkRow,
 )
 
 log = structlog.get_logger(__name__)
 
-Row = DecisionRow | RewardRow | ActivationRow | LearnedRow
+Row = DecisionRow | RewardRow | ActivationRow | LearnedRow | WatermarkRow
 Done = Callable[[BaseException | None, list[LearnedRow]], None]
 
 MAX_BATCH = 512
@@ -49,6 +50,10 @@ _INSERT_DECISION = (
 _INSERT_REWARD = "INSERT INTO rewards (experiment, event_id, ts, value, late) VALUES (?,?,?,?,?)"
 _INSERT_ACTIVATION = "INSERT INTO activations (experiment, event_id, ts, late) VALUES (?,?,?,?)"
 _INSERT_LEARNED = "INSERT INTO learned (seq, experiment, event_id, cost, ts) VALUES (?,?,?,?,?)"
+_UPSERT_WATERMARK = (
+    "INSERT INTO watermarks (experiment, closed_until) VALUES (?, ?)"
+    " ON CONFLICT (experiment) DO UPDATE SET closed_until = excluded.closed_until"
+)
 
 
 def _decision_params(row: DecisionRow) -> tuple[object, ...]:
@@ -78,6 +83,7 @@ class _Batch:
         self.rewards: list[tuple[object, ...]] = []
         self.activations: list[tuple[object, ...]] = []
         self.learned: list[tuple[object, ...]] = []
+        self.watermarks: list[tuple[object, ...]] = []
         self.next_learned_seq = next_learned_seq
 
     def add(self, rows: Sequence[Row]) -> list[LearnedRow]:
@@ -94,6 +100,8 @@ class _Batch:
                 self.activations.append(
                     (row.experiment, row.event_id, row.timestamp, int(row.late))
                 )
+            elif isinstance(row, WatermarkRow):
+                self.watermarks.append((row.experiment, row.closed_until))
             else:
                 seq = self.next_learned_seq
                 self.next_learned_seq += 1
@@ -109,6 +117,7 @@ class _Batch:
             (_INSERT_REWARD, self.rewards),
             (_INSERT_ACTIVATION, self.activations),
             (_INSERT_LEARNED, self.learned),
+            (_UPSERT_WATERMARK, self.watermarks),
         ):
             if params:
                 con.executemany(sql, params)
