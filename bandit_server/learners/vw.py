@@ -183,3 +183,8 @@ def driver_summary(driver_output: str) -> dict[str, float]:
             except ValueError:
                 continue  # "average loss = n.a." when nothing was labelled
     return summary
+
+
+def versions() -> dict[str, str]:
+    """The VW library and its Python binding, for reports."""
+    return {"vowpal_wabbit": str(vw.VW_VERSION), "vowpal_wabbit_next": str(vw.__version__)}

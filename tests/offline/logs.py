@@ -22,8 +22,10 @@ def make_log(
     min_actions: int = 3,
     max_actions: int = 5,
     skip_share: float = 0.1,
+    good_logger: bool = False,
 ) -> list[str]:
-    """Lines as the service exports them, logged by a fixed random policy (seeded)."""
+    """Lines as the service exports them (seeded), logged by a random policy, or with
+    `good_logger` by one that gives the segment's good action 0.9 (the rest share 0.1)."""
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(n):
@@ -40,6 +42,9 @@ def make_log(
             for j in range(k)
         )
         pmf = rng.dirichlet(np.ones(k))
+        if good_logger:
+            pmf = np.full(k, 0.1 / (k - 1))
+            pmf[segment] = 0.9
         chosen = int(rng.choice(k, p=pmf))
         order = (chosen, *(j for j in range(k) if j != chosen))
         reward = float(rng.random() < click_rate(segment, chosen))

@@ -12,6 +12,7 @@ from bandit_server.core.dsjson import prediction_line
 from bandit_server.errors import InvalidArgument
 from bandit_server.learners.vw import VWPolicy, driver_summary, run_vw_command_line
 from bandit_server.offline.dataset import LoggedDataset, load_dsjson
+from bandit_server.offline.evaluation import EvaluationSettings, evaluate
 from bandit_server.offline.replay import (
     ConstantAction,
     FirstAction,
@@ -22,7 +23,7 @@ from bandit_server.offline.replay import (
     replay,
     reward_model,
 )
-from tests.offline.logs import make_log
+from tests.offline.logs import SEGMENTS, click_rate, make_log
 
 # VW prints its average loss and its predictions with 6 decimals.
 PRINTED = 5e-7
@@ -183,3 +184,120 @@ def test_candidates_are_parsed_and_validated() -> None:
         parse_candidate("constant:x")
     with pytest.raises(InvalidArgument, match=r"policies\[1\]: name 'uniform random' repeats"):
         replay(load_dsjson(make_log(5, seed=1)), [UniformRandom(), UniformRandom()])
+
+
+def test_ips_through_the_estimators_equals_vws_reported_loss(
+    log_file: Path, dataset: LoggedDataset
+) -> None:
+    """evaluate()'s IPS value of a VW policy is minus the driver's average loss."""
+    args = VW_ARGS[1]
+    output, _ = run_vw_command_line(["--dsjson", "-d", str(log_file), *args.split()])
+    result = evaluate(
+        dataset, [VWLearner(args)], EvaluationSettings(estimators=("IPS",)), progress=False
+    )
+    vw_loss = driver_summary(output)["average_loss"]
+    value = result.row(VWLearner(args).name).value
+    assert abs(-value - vw_loss) <= PRINTED + 1e-6 * abs(vw_loss)
+    assert result.n_estimated == int(dataset.learnable.sum())
+    assert result.n_skipped == dataset.n_skipped > 0
+
+
+def test_estimates_cover_the_true_value_of_a_fixed_policy() -> None:
+    """On a log with known click rates, IPS, SNIPS, DR and SNDR intervals of 'always action 0'
+    contain its true value."""
+    data = load_dsjson(make_log(4000, seed=21, skip_share=0.05))
+    truth = float(np.mean([click_rate(s, 0) for s in range(SEGMENTS)]))
+    settings = EvaluationSettings(estimators=("DR", "IPS", "SNIPS", "SNDR"))
+    result = evaluate(data, [ConstantAction(0)], settings, progress=False)
+    for name in settings.estimators:
+        row = result.row("constant action 0", name)
+        assert row.lower <= truth <= row.upper, (name, row)
+
+
+def test_the_logged_policy_is_the_reference_with_zero_difference(dataset: LoggedDataset) -> None:
+    """The logged policy is added first; its paired difference to itself is exactly 0."""
+    result = evaluate(dataset, [UniformRandom()], progress=False)
+    assert result.names() == ["online (logged)", "uniform random"]
+    for row in result.table():
+        if row.policy == "online (logged)":
+            assert (row.difference, row.difference_lower, row.difference_upper) == (0, 0, 0)
+
+
+def test_paired_difference_is_the_difference_of_estimates_and_tighter(
+    dataset: LoggedDataset,
+) -> None:
+    """The difference equals value - logged value, and its interval is narrower than the sum
+    of the two half-widths (the events are shared)."""
+    args = VW_ARGS[0]
+    result = evaluate(dataset, [VWLearner(args)], progress=False)
+    for estimator in result.settings.estimators:
+        row = result.row(VWLearner(args).name, estimator)
+        logged = result.row(result.reference, estimator)
+        assert row.difference == pytest.approx(row.value - logged.value, abs=1e-12)
+        paired = row.difference_upper - row.difference_lower
+        unpaired = (row.upper - row.lower) + (logged.upper - logged.lower)
+        assert 0 < paired < unpaired
+
+
+def test_bootstrap_differences_are_seeded() -> None:
+    """The paired bootstrap repeats bit for bit with a seed and moves with another seed."""
+    data = load_dsjson(make_log(600, seed=2))
+    candidates = [UniformRandom(), FirstAction()]
+    runs = [
+        evaluate(
+            data,
+            candidates,
+            EvaluationSettings(interval="bootstrap", n_bootstrap=200, seed=seed),
+            progress=False,
+        )
+        for seed in (1, 1, 2)
+    ]
+    first, again, other = (
+        [(r.difference_lower, r.difference_upper) for r in run.rows] for run in runs
+    )
+    assert first == again
+    assert first != other
+
+
+def test_cumulative_curve_ends_at_the_estimate(dataset: LoggedDataset) -> None:
+    """The curve's last point is the primary estimate over all events (SNIPS and DR alike)."""
+    for primary in ("SNIPS", "DR"):
+        settings = EvaluationSettings(estimators=(primary,))
+        result = evaluate(dataset, [UniformRandom()], settings, progress=False)
+        for row in result.table():
+            curve = result.curves[row.policy]
+            assert len(curve) == result.n_estimated
+            assert curve[-1] == pytest.approx(row.value, rel=1e-9)
+
+
+def test_time_order_replays_in_timestamp_order() -> None:
+    """order='time' evaluates the log sorted by Timestamp, not as the file lists it."""
+    lines = make_log(400, seed=4, skip_share=0.0)
+    shuffled = [lines[i] for i in np.random.default_rng(0).permutation(len(lines))]
+    args = "--cb_explore_adf --epsilon 0.1"
+    in_order = evaluate(load_dsjson(lines), [VWLearner(args)], progress=False)
+    by_time = evaluate(
+        load_dsjson(shuffled), [VWLearner(args)], EvaluationSettings(order="time"), progress=False
+    )
+    assert by_time.row(args).value == in_order.row(args).value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"estimators": ()}, "estimators"),
+        ({"estimators": ("XX",)}, "estimators[0]"),
+        ({"estimators": ("IPS", "IPS")}, "estimators[1]"),
+        ({"interval": "nope"}, "interval"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"n_bootstrap": 0}, "n_bootstrap"),
+        ({"reward_range": (1.0, 0.0)}, "reward_range"),
+        ({"order": "random"}, "order"),
+        ({"reward_model_args": "--cb_explore_adf"}, "reward_model"),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    """Every invalid setting raises InvalidArgument naming it."""
+    with pytest.raises(InvalidArgument) as info:
+        EvaluationSettings(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
