@@ -257,6 +257,8 @@ class _Columns:
         self.skip: list[bool] = []
         self.shared: dict[str, None] = {}
         self.action_ns: dict[str, None] = {}
+        self.layouts: set[Any] = set()
+        self.action_layouts: set[Any] = set()
         self.pdrop = 0
         self.seen_ids: set[str] = set()
         self.duplicate_ids = 0
@@ -334,7 +336,12 @@ def _split_c(line: str) -> tuple[dict[str, Any], Any, str]:
     return top, c, _dumps(c) if isinstance(c, dict) else ""
 
 
-def _namespace_names(obj: dict[str, Any], into: dict[str, None]) -> None:
+def _namespace_names(obj: dict[str, Any], into: dict[str, None], seen: set[Any]) -> None:
+    # Logs repeat a handful of layouts: classify keys only for a layout not seen before.
+    layout = (tuple(obj), tuple(map(type, obj.values())))
+    if layout in seen:
+        return
+    seen.add(layout)
     for key, value in obj.items():
         if key.startswith("_"):
             continue
@@ -365,11 +372,11 @@ def _parse_line(line: str, number: int, source: str, cols: _Columns) -> None:
             "c._multi", f"{where}: no actions ('_multi' must be a non-empty list)"
         )
     n = len(multi)
-    _namespace_names(c, cols.shared)
+    _namespace_names(c, cols.shared, cols.layouts)
     for action in multi:
-        if not isinstance(action, dict):
+        if type(action) is not dict:
             raise InvalidArgument("c._multi", f"{where}: {describe(action)} is not an object")
-        _namespace_names(action, cols.action_ns)
+        _namespace_names(action, cols.action_ns, cols.action_layouts)
 
     skip = top.get("_skipLearn") is True
     pmf = _logged_pmf(top, n, where)
@@ -458,6 +465,28 @@ def _logged_pmf(top: dict[str, Any], n: int, where: str) -> list[float]:
         )
     if len(a) != len(p):
         raise InvalidArgument("p", f"{where}: {len(p)} probabilities for {len(a)} actions in 'a'")
+    # Fast path for well-formed lines (checked wholesale); the loop below names what is wrong.
+    if (
+        set(map(type, a)) == {int}
+        and set(map(type, p)) <= {float, int}
+        and min(a) >= 1
+        and max(a) <= n
+        and len(set(a)) == len(a)
+        and min(p) >= 0.0
+        and max(p) <= 1.0
+    ):
+        pmf = [0.0] * n
+        for action, prob in zip(a, p, strict=True):
+            pmf[action - 1] = float(prob)
+    else:
+        pmf = _checked_pmf(a, p, n, where)
+    total = sum(pmf)
+    if abs(total - 1.0) > PMF_SUM_TOLERANCE:
+        raise InvalidArgument("p", f"{where}: the probabilities sum to {total!r}, not 1")
+    return pmf
+
+
+def _checked_pmf(a: list[Any], p: list[Any], n: int, where: str) -> list[float]:
     pmf = [0.0] * n
     seen = set()
     for action, prob in zip(a, p, strict=True):
@@ -469,7 +498,4 @@ def _logged_pmf(top: dict[str, Any], n: int, where: str) -> list[float]:
         if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0.0 <= prob <= 1.0:
             raise InvalidArgument("p", f"{where}: {describe(prob)} is not a probability")
         pmf[action - 1] = float(prob)
-    total = sum(pmf)
-    if abs(total - 1.0) > PMF_SUM_TOLERANCE:
-        raise InvalidArgument("p", f"{where}: the probabilities sum to {total!r}, not 1")
     return pmf

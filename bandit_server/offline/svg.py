@@ -16,8 +16,17 @@ PALETTE = (
 )  # fmt: skip
 
 
+DASHES = ("", "7,3", "2,2", "9,3,2,3")
+
+
 def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def dash(i: int) -> str:
+    """A stroke pattern per round of the palette, so more lines than colours stay distinct."""
+    pattern = DASHES[(i // len(PALETTE)) % len(DASHES)]
+    return f' stroke-dasharray="{pattern}"' if pattern else ""
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -164,15 +173,15 @@ def line_chart(
             if math.isfinite(float(b))
         )
         out.append(
-            f'<polyline points="{points}" fill="none" stroke="{color(i)}" stroke-width="1.6">'
-            f"<title>{escape(name)}</title></polyline>"
+            f'<polyline points="{points}" fill="none" stroke="{color(i)}" '
+            f'stroke-width="1.6"{dash(i)}><title>{escape(name)}</title></polyline>'
         )
         ly = top + 8 + 18 * i
         lx = width - legend_width + 4
         label = name if len(name) <= 66 else name[:63] + "..."
         out.append(
-            f'<line x1="{lx}" x2="{lx + 18}" y1="{ly}" y2="{ly}" stroke="{color(i)}" '
-            f'stroke-width="3"/><text x="{lx + 24}" y="{ly + 4}" font-size="11">'
+            f'<line x1="{lx}" x2="{lx + 22}" y1="{ly}" y2="{ly}" stroke="{color(i)}" '
+            f'stroke-width="3"{dash(i)}/><text x="{lx + 28}" y="{ly + 4}" font-size="11">'
             f"<title>{escape(name)}</title>{escape(label)}</text>"
         )
     out.append("</svg>")
