@@ -35,7 +35,7 @@ def betting_lower_bound(x: FloatArray, alpha: float) -> float:
     means are at most theta (see the module docstring); the caller scales x so theta <= 1.
     Computed by bisection to within 1e-9, rounded down."""
     threshold = math.log(1.0 / alpha)
-    bets = _plug_in_bets(x, alpha)
+    bets = plug_in_bets(x, alpha)
 
     def rejected(m: float) -> bool:
         lam = bets if m == 0.0 else np.minimum(bets, _MAX_BET_FRACTION / m)
@@ -58,7 +58,7 @@ def betting_lower_bound(x: FloatArray, alpha: float) -> float:
     return lo
 
 
-def _plug_in_bets(x: FloatArray, alpha: float) -> FloatArray:
+def plug_in_bets(x: FloatArray, alpha: float) -> FloatArray:
     """lambda_t = sqrt(2 log(1/alpha) / (n sigma2_{t-1})): tuned for a fixed sample size n, using
     a running variance estimate that starts from the [0, 1] prior (mean 1/2, variance 1/4)."""
     n = x.shape[0]

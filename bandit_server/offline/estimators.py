@@ -96,7 +96,8 @@ class SNIPS(Estimator):
 @dataclass(frozen=True)
 class DM(Estimator):
     """Direct method: mean of DM_i = sum_a pi(a|x_i) q_i(a). Ignores rewards and propensities;
-    as good as the reward model (biased when it is)."""
+    as good as the reward model. Its intervals reflect only the spread over events, not the
+    model's bias (which is large when, say, the target is greedy on that same model)."""
 
     uses_reward_model: ClassVar[bool] = True
 
