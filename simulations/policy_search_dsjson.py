@@ -48,13 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="HTML report (default: LOG.search.html)")
     parser.add_argument("--json", type=Path, help="JSON result (default: LOG.search.json)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="parallel replay processes")
     args = parser.parse_args(argv)
     try:
         if args.make_demo:
             make_demo(args.log, args.events, args.seed)
             print(f"demo log: {args.events} events logged by `{DEMO_LOGGER}` -> {args.log}")
         data = load_dsjson(args.log)
-        result = search(data, SearchGrid(), EvaluationSettings(), progress=not args.no_progress)
+        result = search(
+            data,
+            SearchGrid(),
+            EvaluationSettings(),
+            progress=not args.no_progress,
+            workers=args.workers,
+        )
     except BanditError as exc:
         print(f"policy_search_dsjson: {exc}", file=sys.stderr)
         return 2

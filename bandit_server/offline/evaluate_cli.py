@@ -143,6 +143,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the JSON result here")
     parser.add_argument("--title", help="report title")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="replay VW policies in this many processes"
+    )
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -194,7 +197,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not candidates:
         raise InvalidArgument("--policy", "give at least one policy (or --baselines)")
     data = _dataset(args)
-    result = evaluate(data, candidates, settings, progress=not args.no_progress)
+    result = evaluate(
+        data, candidates, settings, progress=not args.no_progress, workers=args.workers
+    )
     print(_table(result))
     _outputs(args, "Offline evaluation", evaluation=result)
     return 0
@@ -210,7 +215,7 @@ def _search(args: argparse.Namespace) -> int:
         cb_types=tuple(args.cb_type or defaults.cb_types),
     )
     data = _dataset(args)
-    result = search(data, grid, settings, progress=not args.no_progress)
+    result = search(data, grid, settings, progress=not args.no_progress, workers=args.workers)
     print(_table(result.evaluation, result))
     rec = result.recommendation
     if rec.args is None:

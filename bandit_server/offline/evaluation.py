@@ -212,16 +212,17 @@ def evaluate(
     progress: bool = True,
     replayed: Replay | None = None,
     rewards_model: FloatArray | None = None,
+    workers: int = 1,
 ) -> Evaluation:
     """Replay `candidates` (the logged policy is added as the reference if absent) over
     `dataset` and estimate each one. `replayed`/`rewards_model` reuse earlier work on the same
-    dataset in the same order."""
+    dataset in the same order; `workers` > 1 replays VW candidates in parallel processes."""
     settings = settings or EvaluationSettings()
     data = prepare(dataset, settings)
     chosen = with_reference(candidates)
     reward_range = settings.reward_range or infer_reward_range(data)
     if replayed is None:
-        replayed = replay(data, chosen, progress=progress)
+        replayed = replay(data, chosen, progress=progress, workers=workers)
     if rewards_model is None and settings.needs_reward_model:
         rewards_model = reward_model(
             data, settings.reward_model_args, reward_range=reward_range, progress=progress

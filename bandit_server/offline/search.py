@@ -217,9 +217,11 @@ def search(
     *,
     extra: Sequence[Candidate] = BASELINE_CANDIDATES,
     progress: bool = True,
+    workers: int = 1,
 ) -> SearchResult:
     """Evaluate every grid policy (plus the logged policy and `extra` fixed ones for context)
-    and recommend by the rule in this module's docstring."""
+    and recommend by the rule in this module's docstring. `workers` > 1 replays the grid in
+    that many parallel processes."""
     grid = grid or SearchGrid()
     settings = settings or EvaluationSettings()
     data = prepare(dataset, settings)
@@ -228,7 +230,7 @@ def search(
         raise InvalidArgument("grid", "VW rejects every combination: " + "; ".join(rejected))
     vw_candidates = [VWLearner(args) for args in lines]
     candidates = with_reference([*extra, *vw_candidates])
-    replayed = replay(data, candidates, progress=progress)
+    replayed = replay(data, candidates, progress=progress, workers=workers)
     reward_range = settings.reward_range or infer_reward_range(data)
     q = (
         reward_model(data, settings.reward_model_args, reward_range=reward_range, progress=progress)

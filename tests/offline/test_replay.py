@@ -124,6 +124,19 @@ def test_replay_is_deterministic_for_randomised_explorers(dataset: LoggedDataset
         assert first.models[name] == second.models[name]
 
 
+def test_parallel_replay_equals_sequential_replay(dataset: LoggedDataset) -> None:
+    """Replaying in two forked workers gives the same pmfs and models, bit for bit."""
+    candidates = [VWLearner(args) for args in VW_ARGS[:3]] + [UniformRandom()]
+    one = replay(dataset, candidates, progress=False)
+    two = replay(dataset, candidates, progress=False, workers=2)
+    assert one.names == two.names
+    for name in one.names:
+        np.testing.assert_array_equal(one.pmfs[name], two.pmfs[name])
+    assert one.models == two.models
+    with pytest.raises(InvalidArgument, match="workers"):
+        replay(dataset, candidates, workers=0)
+
+
 def test_fixed_candidates_give_their_distributions(dataset: LoggedDataset) -> None:
     """Logged = logged p; baseline = first action; uniform over each event's actions; constant
     falls back to the first action where the index does not exist."""
