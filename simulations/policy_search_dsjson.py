@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.make_demo:
             make_demo(args.log, args.events, args.seed)
             print(f"demo log: {args.events} events logged by `{DEMO_LOGGER}` -> {args.log}")
-        data = load_dsjson(args.log)
+        data = load_dsjson(args.log, progress=not args.no_progress)
         result = search(
             data,
             SearchGrid(),

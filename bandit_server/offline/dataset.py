@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from bandit_server.core.dsjson import Label, learning_line, prediction_line
 from bandit_server.errors import InvalidArgument, describe
@@ -229,8 +231,11 @@ def read_lines(path: Path) -> Iterator[str]:
         yield from handle
 
 
-def load_dsjson(source: Path | str | Iterable[str], *, name: str | None = None) -> LoggedDataset:
-    """Read DSJSON lines from a file path (optionally gzip) or any iterable of lines.
+def load_dsjson(
+    source: Path | str | Iterable[str], *, name: str | None = None, progress: bool = False
+) -> LoggedDataset:
+    """Read DSJSON lines from a file path (optionally gzip) or any iterable of lines; with
+    `progress`, a line counter on stderr when it is a terminal.
 
     Raises InvalidArgument naming the source, the line number and what is wrong.
     """
@@ -238,8 +243,19 @@ def load_dsjson(source: Path | str | Iterable[str], *, name: str | None = None) 
         path = Path(source)
         if not path.is_file():
             raise InvalidArgument("log", f"{str(path)!r} is not a readable file")
-        return _parse(read_lines(path), name or str(path))
-    return _parse(source, name or "<lines>")
+        lines: Iterable[str] = read_lines(path)
+        name = name or str(path)
+    else:
+        lines, name = source, name or "<lines>"
+    with tqdm(
+        lines,
+        desc="reading log",
+        unit="line",
+        unit_scale=True,
+        leave=False,
+        disable=not (progress and sys.stderr.isatty()),
+    ) as counted:
+        return _parse(counted, name)
 
 
 class _Columns:

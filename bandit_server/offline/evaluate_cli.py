@@ -163,13 +163,14 @@ def _dataset(args: argparse.Namespace) -> LoggedDataset:
     if args.log is not None:
         if args.experiment:
             raise InvalidArgument("--experiment", "goes with --data-dir, not --log")
-        return load_dsjson(args.log)
+        return load_dsjson(args.log, progress=not args.no_progress)
     if not args.experiment:
         raise InvalidArgument("--experiment", "is required with --data-dir")
     from bandit_server.export import iter_dsjson  # the service's own log, only when asked for
 
     name = f"{args.data_dir}:{args.experiment}"
-    return load_dsjson(iter_dsjson(args.data_dir, args.experiment), name=name)
+    lines = iter_dsjson(args.data_dir, args.experiment)
+    return load_dsjson(lines, name=name, progress=not args.no_progress)
 
 
 def _settings(args: argparse.Namespace) -> EvaluationSettings:

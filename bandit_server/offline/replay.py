@@ -8,6 +8,17 @@ therefore those of a policy that learns online from the log, as it would have if
 
 Fixed candidates need no learning: the logged (online) policy's own distribution, the baseline
 (always the first action, as Personalizer's baseline), uniform random, or one action index.
+
+What VW's own driver reports on the same file (`--dsjson -d log.json <args>`, pinned by
+tests/offline/test_replay.py for epsilon, squarecb, cover, bag, softmax; ips, dr, mtr):
+- lines marked `_skipLearn` are dropped by VW's reader: not examples, not in the loss;
+- for --cb_explore_adf, whatever the --cb_type, "average loss" is
+  (1/L) * sum over the L labelled lines of pi_t(a_t|x_t) * cost_t / p_t, with pi_t the pmf VW
+  predicted on line t *before* learning from it (progressive validation), a_t, cost_t, p_t the
+  logged action, cost and probability: the IPS estimate of the learning policy's expected cost,
+  printed with 6 decimals. So VW's average loss = -IPS value of our replayed pmfs;
+- `-p` prints those same pmfs (6 decimals), and the `-f` model predicts exactly as our final one.
+Probabilities are kept as VW returns them (float32 values, summing to 1 within ~1e-7).
 """
 
 from __future__ import annotations
