@@ -33,10 +33,18 @@ class Action(NamedTuple):
 def _check_name(field: str, name: str, what: str) -> None:
     if not name:
         raise InvalidArgument(field, f"{what} name is empty")
-    if name[0] == "_":
+    first = name[0]
+    if first == "_":
         # VW's JSON reader treats keys that start with '_' as its own (labels, _multi, _text).
         raise InvalidArgument(
             field, f"{what} name {describe(name)} starts with '_', reserved by VW"
+        )
+    if what == "namespace" and not (first.isascii() and first.isprintable() and first != " "):
+        # VW indexes a namespace by its first byte; a non-ASCII first character crashes it.
+        raise InvalidArgument(
+            field,
+            f"namespace name {describe(name)} must start with a printable ASCII character "
+            "(VW identifies namespaces by their first byte)",
         )
 
 

@@ -7,7 +7,7 @@ import structlog
 
 from bandit_server.core.joiner import OpenEvent
 from bandit_server.engine.model import ExperimentModel
-from bandit_server.learners.vw import VWPolicy
+from bandit_server.learners.vw import VWPolicy, resumable
 from bandit_server.storage.models import ModelStore
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
@@ -23,7 +23,8 @@ def restore_model(
     update_interval: float,
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it, in learned order."""
-    checkpoint = store.latest(experiment)
+    # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
+    checkpoint = store.latest(experiment) if resumable(vw_args) else None
     policy: VWPolicy | None = None
     seq = count = 0
     if checkpoint is not None and checkpoint.vw_args == vw_args:

@@ -10,7 +10,7 @@ import pytest
 from bandit_server.core.dsjson import Label, context_json, learning_line, prediction_line
 from bandit_server.core.types import Action, namespaces_from_mapping
 from bandit_server.errors import InvalidArgument
-from bandit_server.learners.vw import DEFAULT_VW_ARGS, VWPolicy, validate_args
+from bandit_server.learners.vw import DEFAULT_VW_ARGS, VWPolicy, resumable, validate_args
 
 EXPLORERS = [
     "--cb_explore_adf --epsilon 0.1",
@@ -107,9 +107,9 @@ def test_serialize_then_load_predicts_exactly_the_same(args: str) -> None:
 # base learner (--cb_adf) resumes bit for bit, so the lost state is in VW's explorers.
 _RESUME_BUG = pytest.mark.xfail(
     strict=True,
-    reason="BUG: for --bag 3 and --cover 3 -q ::, a VW model restored from serialize() and fed "
-    "the remaining lines predicts differently from one that learned all lines without a break, "
-    "so checkpoint + log replay (crash recovery) does not rebuild the model the server had",
+    reason="VW limitation: for --bag 3 and --cover 3 -q ::, a model restored from serialize() "
+    "and fed the remaining lines predicts differently from one that learned all lines without "
+    "a break; the engine therefore rebuilds such models from the whole log (vw.resumable)",
 )
 NOT_RESUMABLE = {
     "--cb_explore_adf --cover 3 -q ::",
@@ -119,6 +119,14 @@ NOT_RESUMABLE = {
 RESUME_CASES = [
     pytest.param(args, marks=_RESUME_BUG) if args in NOT_RESUMABLE else args for args in VW_ARGS
 ]
+
+
+def test_resumable_is_false_for_every_command_line_that_does_not_resume() -> None:
+    """`resumable` flags each command line whose checkpoint drifts, so recovery replays it."""
+    for args in NOT_RESUMABLE:
+        assert not resumable(args)
+    assert resumable("--cb_explore_adf --squarecb -q ::")
+    assert resumable("--cb_explore_adf --epsilon 0.1")
 
 
 @pytest.mark.parametrize("args", RESUME_CASES)
@@ -181,13 +189,6 @@ def test_validate_args_rejects_driver_options_naming_the_field(args: str, option
 
 
 @pytest.mark.parametrize("option", ["-d", "-i", "-f", "-p"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate_args only compares whole tokens (split at '=') with the driver-option "
-    "set, so a short option with its value attached ('-d/path', '-i/path', '-f/path', "
-    "'-p/path') is accepted; VW then opens the file (-d reads it, -i loads a model from it, "
-    "-p creates it)",
-)
 def test_validate_args_rejects_short_driver_options_with_attached_values(
     option: str, tmp_path: Path
 ) -> None:
