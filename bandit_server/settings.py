@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bandit_server.core.experiment import Aggregation, ExperimentConfig
+from bandit_server.core.experiment import (
+    DEFAULT_REWARD_WAIT_SECONDS,
+    Aggregation,
+    ExperimentConfig,
+)
 from bandit_server.errors import InvalidArgument, describe
 from bandit_server.learners.vw import DEFAULT_VW_ARGS
 
@@ -37,7 +42,7 @@ class Settings:
             raise InvalidArgument(
                 "checkpoint_interval_seconds", f"{self.checkpoint_interval_seconds!r} must be > 0"
             )
-        if self.shutdown_grace_seconds < 0:
+        if not self.shutdown_grace_seconds >= 0:  # also rejects NaN
             raise InvalidArgument(
                 "shutdown_grace_seconds", f"{self.shutdown_grace_seconds!r} must be >= 0"
             )
@@ -56,38 +61,78 @@ _SCALARS: dict[str, type] = {
 }
 
 
-def _coerce(key: str, value: object) -> object:
-    kind = _SCALARS[key]
+def _coerce(key: str, value: object, kind: type) -> object:
+    """`value` as `kind`, from TOML's typed values or an environment string; never a silent
+    conversion (a boolean port, a fractional port, a non-finite number)."""
+    problem = f"{describe(value)} is not a {kind.__name__}"
+    if isinstance(value, bool) and kind is not bool:
+        raise InvalidArgument(key, problem)
+    fractional = isinstance(value, float) or (
+        isinstance(value, str) and not value.strip().isdigit()
+    )
+    if kind is int and fractional:
+        raise InvalidArgument(key, problem)
     try:
-        return kind(value)
+        result = kind(value)
     except (TypeError, ValueError):
-        raise InvalidArgument(key, f"{describe(value)} is not a {kind.__name__}") from None
+        raise InvalidArgument(key, problem) from None
+    if kind is float and not math.isfinite(result):
+        raise InvalidArgument(key, f"{describe(value)} is not a finite number")
+    return result
 
 
-def _experiment(index: int, data: Mapping[str, object]) -> ExperimentConfig:
-    known = {
-        "name", "vw_args", "reward_wait_seconds", "default_reward", "reward_aggregation",
-        "model_update_interval_seconds",
-    }  # fmt: skip
-    unknown = set(data) - known
+_EXPERIMENT_NUMBERS = (
+    "reward_wait_seconds", "default_reward", "model_update_interval_seconds",
+)  # fmt: skip
+_EXPERIMENT_KEYS = {"name", "vw_args", "reward_aggregation", *_EXPERIMENT_NUMBERS}
+
+
+def _experiment(index: int, data: object) -> ExperimentConfig:
+    where = f"experiments[{index}]"
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(where, f"{describe(data)} is not a table")
+    unknown = set(data) - _EXPERIMENT_KEYS
     if unknown:
-        raise InvalidArgument(f"experiments[{index}]", f"unknown keys {sorted(unknown)}")
+        raise InvalidArgument(where, f"unknown keys {sorted(unknown)}")
+    numbers = {
+        key: float(_coerce(f"{where}.{key}", data[key], float))  # type: ignore[arg-type]
+        for key in _EXPERIMENT_NUMBERS
+        if key in data
+    }
     aggregation = str(data.get("reward_aggregation", "earliest")).lower()
     try:
         agg = Aggregation(aggregation)
     except ValueError:
         raise InvalidArgument(
-            f"experiments[{index}].reward_aggregation",
-            f"{describe(aggregation)} must be 'earliest' or 'sum'",
+            f"{where}.reward_aggregation", f"{describe(aggregation)} must be 'earliest' or 'sum'"
         ) from None
-    return ExperimentConfig(
-        name=str(data.get("name", "")),
-        vw_args=str(data.get("vw_args", DEFAULT_VW_ARGS)),
-        reward_wait_seconds=float(data.get("reward_wait_seconds", 600.0)),  # type: ignore[arg-type]
-        default_reward=float(data.get("default_reward", 0.0)),  # type: ignore[arg-type]
-        aggregation=agg,
-        model_update_interval_seconds=float(data.get("model_update_interval_seconds", 0.0)),  # type: ignore[arg-type]
-    )
+    try:
+        return ExperimentConfig(
+            name=str(data.get("name", "")),
+            vw_args=str(data.get("vw_args", DEFAULT_VW_ARGS)),
+            reward_wait_seconds=numbers.get("reward_wait_seconds", DEFAULT_REWARD_WAIT_SECONDS),
+            default_reward=numbers.get("default_reward", 0.0),
+            aggregation=agg,
+            model_update_interval_seconds=numbers.get("model_update_interval_seconds", 0.0),
+        )
+    except InvalidArgument as exc:
+        # ExperimentConfig names fields "experiment.<key>"; say which table it was.
+        key = exc.field.split(".", 1)[-1]
+        raise InvalidArgument(f"{where}.{key}", str(exc).split(": ", 1)[-1]) from None
+
+
+def _experiments(tables: object) -> tuple[ExperimentConfig, ...]:
+    if not isinstance(tables, list):
+        raise InvalidArgument("experiments", f"{describe(tables)} is not an array of tables")
+    configs = tuple(_experiment(i, table) for i, table in enumerate(tables))
+    first: dict[str, int] = {}
+    for i, config in enumerate(configs):
+        if first.setdefault(config.name, i) != i:
+            raise InvalidArgument(
+                f"experiments[{i}].name",
+                f"{describe(config.name)} repeats experiments[{first[config.name]}].name",
+            )
+    return configs
 
 
 def load(
@@ -104,16 +149,18 @@ def load(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise InvalidArgument("config", f"cannot read {str(config_file)!r}: {exc}") from None
         server = data.get("server", {})
+        if not isinstance(server, dict):
+            raise InvalidArgument("server", f"{describe(server)} is not a table")
         for key, value in server.items():
             if key not in _SCALARS:
                 raise InvalidArgument(f"server.{key}", "is not a known setting")
-            values[key] = _coerce(key, value)
-        experiments = tuple(_experiment(i, e) for i, e in enumerate(data.get("experiments", [])))
+            values[key] = _coerce(key, value, _SCALARS[key])
+        experiments = _experiments(data.get("experiments", []))
     env = os.environ if environ is None else environ
     for key in _SCALARS:
         if ENV_PREFIX + key.upper() in env:
-            values[key] = _coerce(key, env[ENV_PREFIX + key.upper()])
+            values[key] = _coerce(key, env[ENV_PREFIX + key.upper()], _SCALARS[key])
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = _coerce(key, value)
+            values[key] = _coerce(key, value, _SCALARS[key])
     return replace(Settings(), experiments=experiments, **values)  # type: ignore[arg-type]

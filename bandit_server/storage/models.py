@@ -61,9 +61,9 @@ class DirectoryModelStore:
             try:
                 meta = json.loads(sidecar.read_text())
                 model = sidecar.with_suffix(".vw").read_bytes()
-            except (OSError, ValueError):
-                continue  # unreadable: fall back to an older checkpoint
-            return Checkpoint(model=model, **meta)
+                return Checkpoint(model=model, **meta)
+            except (OSError, ValueError, TypeError):
+                continue  # unreadable or not a checkpoint: fall back to an older one
         return None
 
     def delete(self, experiment: str) -> None:

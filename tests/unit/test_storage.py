@@ -68,13 +68,6 @@ def test_store_skips_a_checkpoint_whose_sidecar_is_corrupt(tmp_path: Path, sidec
     assert store.latest("exp") == _checkpoint(1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: latest() catches only OSError/ValueError, so a sidecar that is valid JSON but "
-    "not a checkpoint's fields ('{}', 'null', '[]') raises TypeError from Checkpoint(**meta) "
-    "instead of falling back to the older checkpoint",
-)
 @pytest.mark.parametrize("sidecar", ["{}", "null", "[]"])
 def test_store_skips_a_sidecar_that_is_json_but_not_a_checkpoint(
     tmp_path: Path, sidecar: str
