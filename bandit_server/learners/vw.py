@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,36 +117,31 @@ class VWPolicy:
     def serialize(self) -> bytes:
         return bytes(self._workspace.serialize())
 
-    def replay(
-        self,
-        lines: Sequence[str],
-        learn: Sequence[bool],
-        on_progress: Callable[[int], None] | None = None,
-        every: int = 8192,
-    ) -> list[list[tuple[int, float]]]:
+    def replay(self, lines: Sequence[str], learn: Sequence[bool]) -> list[list[tuple[int, float]]]:
         """Per line in order: VW's prediction from before the line, then learn from it where
         `learn[i]` (predict only elsewhere), as VW's driver runs over a file. Predictions are
         VW's raw output: (index, probability) for --cb_explore_adf, (index, cost) for --cb_adf.
-        `on_progress(done)` is called every `every` lines.
         """
         if len(lines) != len(learn):
             raise InvalidArgument("learn", f"{len(learn)} flags for {len(lines)} lines")
         parse, workspace = self._parse, self._core
         predict_then_learn = workspace.predict_then_learn_multi_ex_one
         predict = workspace.predict_multi_ex_one
-        out: list[Any] = []
-        for start in range(0, len(lines), every):
-            stop = min(start + every, len(lines))
-            # The offline hot loop: nothing here but VW's own parse, predict and learn.
-            out.extend(
+        # The loop makes ~10 small objects an event, none able to form a cycle; the cyclic
+        # collector would only rescan live objects (about 13% of the loop's time).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            predictions: list[Any] = [
                 predict_then_learn(parse(workspace, line))
                 if flag
                 else predict(parse(workspace, line))
-                for line, flag in zip(lines[start:stop], learn[start:stop], strict=True)
-            )
-            if on_progress is not None:
-                on_progress(stop)
-        return out
+                for line, flag in zip(lines, learn, strict=True)
+            ]
+            return predictions
+        finally:
+            if collecting:
+                gc.enable()
 
 
 def validate_cost_model_args(args: str, field: str = "reward_model") -> str:

@@ -238,8 +238,7 @@ def vw_pmfs(
 ) -> tuple[FloatArray, bytes]:
     """A VW explorer's progressive distributions over the log, and its final model."""
     policy = VWPolicy(args)
-    predictions = _run(policy, dataset, progress, desc or args)
-    return _scatter(predictions, len(dataset), dataset.k), policy.serialize()
+    return _run(policy, dataset, progress, desc or args), policy.serialize()
 
 
 def reward_model(
@@ -253,7 +252,7 @@ def reward_model(
     `--cb_adf` regressor that has learned only from events before i (never from i itself), so
     the model is never fitted on the event it predicts. Clipped to `reward_range` if given."""
     regressor = VWPolicy(validate_cost_model_args(args))
-    costs = _scatter(_run(regressor, dataset, progress, "reward model"), len(dataset), dataset.k)
+    costs = _run(regressor, dataset, progress, "reward model")
     rewards = 0.0 - costs  # not -costs: that leaves -0.0 entries
     rewards[np.arange(dataset.k)[None, :] >= dataset.n_actions[:, None]] = 0.0
     if reward_range is not None:
@@ -261,19 +260,26 @@ def reward_model(
     return rewards
 
 
-def _run(
-    policy: VWPolicy, dataset: LoggedDataset, progress: bool, desc: str
-) -> list[list[tuple[int, float]]]:
+def _run(policy: VWPolicy, dataset: LoggedDataset, progress: bool, desc: str) -> FloatArray:
+    """The policy's progressive predictions over the log as an (n, k) array."""
+    lines, learn = dataset.vw_lines, dataset.learnable.tolist()
+    out = np.zeros((len(dataset), dataset.k))
     with progress_bar(len(dataset), desc, progress) as bar:
+        # Chunks keep VW's Python-side predictions short-lived (and the bar moving).
+        for start in range(0, len(lines), _CHUNK):
+            stop = min(start + _CHUNK, len(lines))
+            predictions = policy.replay(lines[start:stop], learn[start:stop])
+            _scatter(predictions, out[start:stop])
+            bar.update(stop - start)
+    return out
 
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
 
-        return policy.replay(dataset.vw_lines, dataset.learnable.tolist(), update)
+_CHUNK = 8192
 
 
-def _scatter(predictions: list[list[tuple[int, float]]], n: int, k: int) -> FloatArray:
-    """VW's (index, value) lists as an (n, k) array."""
+def _scatter(predictions: list[list[tuple[int, float]]], out: FloatArray) -> None:
+    """Write VW's (index, value) lists into the rows of `out`."""
+    n = len(predictions)
     lengths = np.fromiter(map(len, predictions), dtype=np.int64, count=n)
     m = int(lengths.sum())
     # One pass over every (index, value) scalar; indices < 2**53 are exact as floats.
@@ -282,6 +288,4 @@ def _scatter(predictions: list[list[tuple[int, float]]], n: int, k: int) -> Floa
         dtype=np.float64,
         count=2 * m,
     ).reshape(m, 2)
-    out = np.zeros((n, k))
     out[np.repeat(np.arange(n), lengths), pairs[:, 0].astype(np.int64)] = pairs[:, 1]
-    return out
