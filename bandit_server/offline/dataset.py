@@ -31,8 +31,10 @@ BoolArray = npt.NDArray[np.bool_]
 # VW's name for the namespace of features given directly under `c` or an action (not in an object).
 DEFAULT_NAMESPACE = " "
 
-# Exports round probabilities; a logged distribution within this of 1 is taken as it is.
+# Exports round probabilities: a logged distribution within PMF_SUM_TOLERANCE of 1 is accepted,
+# and rescaled to sum to 1 if it is off by more than PMF_RESCALE_ABOVE (what estimators allow).
 PMF_SUM_TOLERANCE = 1e-3
+PMF_RESCALE_ABOVE = 1e-7
 
 _decoder = json.JSONDecoder()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -276,6 +278,7 @@ class _Columns:
         self.layouts: set[Any] = set()
         self.action_layouts: set[Any] = set()
         self.pdrop = 0
+        self.rescaled = 0
         self.seen_ids: set[str] = set()
         self.duplicate_ids = 0
 
@@ -302,6 +305,11 @@ def _parse(lines: Iterable[str], source: str) -> LoggedDataset:
         )
     if cols.duplicate_ids:
         warnings.append(f"{cols.duplicate_ids} events repeat an earlier EventId")
+    if cols.rescaled:
+        warnings.append(
+            f"{cols.rescaled} logged distributions (p) summed to 1 only within "
+            f"{PMF_SUM_TOLERANCE:g} (rounded exports) and were rescaled to sum to 1"
+        )
     if cols.pdrop:
         warnings.append(
             f"{cols.pdrop} events carry pdrop > 0 (events dropped at logging time); estimates "
@@ -396,6 +404,10 @@ def _parse_line(line: str, number: int, source: str, cols: _Columns) -> None:
 
     skip = top.get("_skipLearn") is True
     pmf = _logged_pmf(top, n, where)
+    total = math.fsum(pmf)
+    if abs(total - 1.0) > PMF_RESCALE_ABOVE:
+        pmf = [x / total for x in pmf]
+        cols.rescaled += 1
     first = int(top["a"][0]) - 1
     chosen = _chosen_index(top, n, where)
     if skip:

@@ -144,6 +144,16 @@ def test_ragged_action_sets_are_padded_with_zero_probability() -> None:
     np.testing.assert_allclose(data.logged_pmf.sum(axis=1), 1.0)
 
 
+def test_rounded_logged_distributions_are_rescaled_and_reported() -> None:
+    """p summing to 0.999 (rounded) is rescaled to sum to 1, and the warning counts it."""
+    line = personalizer_line(p=[0.333, 0.333, 0.333], _label_probability=0.333)
+    data = load_dsjson([line, personalizer_line()])
+    np.testing.assert_allclose(data.logged_pmf[0], [1 / 3, 1 / 3, 1 / 3], rtol=1e-15)
+    assert data.propensities[0] == 0.333  # the label's propensity is kept as logged
+    assert data.logged_pmf[1].tolist() == [0.5, 0.25, 0.25]
+    assert any(w.startswith("1 logged distributions") for w in data.warnings)
+
+
 def test_namespaces_are_inventoried_including_the_default_one() -> None:
     """Shared and action namespaces are listed; top-level scalar features are VW's default one."""
     c = {"f": 1, "User": {"s": "a"}, "Geo": ["x"], "_multi": [{"Action": {"v": 1}, "g": "x"}]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -314,3 +315,16 @@ def test_bad_settings_name_the_field(kwargs: dict[str, object], field: str) -> N
     with pytest.raises(InvalidArgument) as info:
         EvaluationSettings(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def test_logs_with_rounded_probabilities_evaluate() -> None:
+    """A log whose p are rounded to 4 decimals (as some exports do) still evaluates."""
+    rounded = []
+    for text in make_log(300, seed=12, skip_share=0.0):
+        line = json.loads(text)
+        line["p"] = [round(p, 4) or 0.0001 for p in line["p"]]
+        line["_label_probability"] = line["p"][0]
+        rounded.append(json.dumps(line, separators=(",", ":")))
+    data = load_dsjson(rounded)
+    result = evaluate(data, [VWLearner(VW_ARGS[0]), UniformRandom()], progress=False)
+    assert all(np.isfinite(row.value) for row in result.rows)
