@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bandit_server import logging as log_config
 from bandit_server.errors import BanditError
+from bandit_server.offline.evaluate_cli import add_offline_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("dsjson",), default="dsjson")
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=_export)
+
+    add_offline_commands(commands)
 
     return parser
 

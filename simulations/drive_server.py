@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
     env = SegmentEnvironment()
     actions = [
-        pb.Action(id=str(a["id"]), features=_namespaces(a["features"]))
-        for a in env.actions()
+        pb.Action(id=str(a["id"]), features=_namespaces(a["features"])) for a in env.actions()
     ]
     best = clicks = 0
     print(f"{'events':>8} {'best-variant share':>19} {'click rate':>11}")

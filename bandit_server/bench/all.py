@@ -112,6 +112,15 @@ def main() -> None:
             f"learn_one {learn['raw_vw_per_s']:.0f} events/s on the same {learn['events']:.0f} "
             f"examples: ratio {learn['ratio']:.2f}"
         )
+    print()
+    print("Offline: estimators on 1,000,000 logged events")
+    from bandit_server.bench import estimators as estimators_bench
+    from bandit_server.bench import replay as replay_bench
+
+    estimators_bench.main()
+    print()
+    print("Offline: counterfactual replay beside VW's own driver on 100,000 DSJSON events")
+    replay_bench.main()
     print(json.dumps(results))
 
 
