@@ -128,13 +128,8 @@ class Engine:
         """Open the log, restore every experiment's model and windows, start the threads."""
         self._loop = asyncio.get_running_loop()
         loop = self._loop
-        if self._synchronous == "NORMAL":
-            # Commits cost microseconds without fsync: do them on the loop, no thread hops.
-            self.log = SQLiteDecisionLog(self.data_dir, self._synchronous, loop.call_soon)
-            self.log.on_batch_end(self._drain_settles)
-        else:
-            self.log = SQLiteDecisionLog(self.data_dir, self._synchronous)
-            self.log.on_batch_end(lambda: loop.call_soon_threadsafe(self._drain_settles))
+        self.log = SQLiteDecisionLog(self.data_dir, self._synchronous)
+        self.log.on_batch_end(lambda: loop.call_soon_threadsafe(self._drain_settles))
         self._store = DirectoryModelStore(self.data_dir / "models")
         self.learner = Learner(
             self.log, self._store, lambda: self._models, self._checkpoint_interval
@@ -172,10 +167,7 @@ class Engine:
             self._window_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._window_task
-        if self._synchronous == "NORMAL":
-            self.log.flush_and_stop_writing()
-        else:
-            await asyncio.to_thread(self.log.flush_and_stop_writing)
+        await asyncio.to_thread(self.log.flush_and_stop_writing)
         await asyncio.to_thread(self.learner.stop)
         self.log.close()
         log.info("engine_stopped")
