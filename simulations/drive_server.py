@@ -15,19 +15,11 @@ import sys
 import grpc
 from tqdm import tqdm
 
+from bandit_server.core.types import action_from_mapping, namespaces_from_mapping
 from bandit_server.offline.environments import SegmentEnvironment
+from bandit_server.rpc import converters
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
-
-
-def _namespaces(mapping: dict[str, dict[str, str | float | bool]]) -> list[pb.Namespace]:
-    return [
-        pb.Namespace(
-            name=name,
-            features=[pb.Feature(name=k, string_value=str(v)) for k, v in features.items()],
-        )
-        for name, features in mapping.items()
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,15 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
     env = SegmentEnvironment()
-    actions = [
-        pb.Action(id=str(a["id"]), features=_namespaces(a["features"])) for a in env.actions()
-    ]
+    actions = converters.action_messages(action_from_mapping(a) for a in env.actions())
     best = clicks = 0
     print(f"{'events':>8} {'best-variant share':>19} {'click rate':>11}")
     for round_ in tqdm(env.rounds(args.events, args.seed), total=args.events, unit="event"):
+        context = converters.namespace_messages(namespaces_from_mapping(round_.context))
         response = bandit.Rank(
             pb.RankRequest(
-                experiment=args.experiment, context=_namespaces(round_.context), actions=actions
+                experiment=args.experiment,
+                context=context,
+                actions=actions,
             )
         )
         chosen = int(response.chosen_action_id[1:])

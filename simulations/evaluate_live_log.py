@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,12 @@ import grpc
 from tqdm import tqdm
 
 from bandit_server.cli import main as cli_main
+from bandit_server.core.types import action_from_mapping, namespaces_from_mapping
 from bandit_server.offline.environments import SegmentEnvironment
+from bandit_server.rpc import converters
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
+from bandit_server.rpc.server import free_port
 
 CANDIDATES = (
     "--cb_explore_adf --squarecb -q UA",
@@ -33,25 +35,9 @@ CANDIDATES = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _namespaces(mapping: dict[str, dict[str, str | float | bool]]) -> list[pb.Namespace]:
-    return [
-        pb.Namespace(
-            name=name,
-            features=[pb.Feature(name=k, string_value=str(v)) for k, v in features.items()],
-        )
-        for name, features in mapping.items()
-    ]
-
-
 def drive(data_dir: Path, events: int, logging_policy: str, seed: int) -> None:
     """Run a server on `data_dir`, send `events` Rank/Reward pairs, stop it cleanly."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bandit_server", "serve", "--port", str(port),
          "--data-dir", str(data_dir), "--log-level", "warning"],
@@ -67,13 +53,14 @@ def drive(data_dir: Path, events: int, logging_policy: str, seed: int) -> None:
         )
         bandit = pb_grpc.BanditServiceStub(channel)
         env = SegmentEnvironment()
-        actions = [
-            pb.Action(id=str(a["id"]), features=_namespaces(a["features"])) for a in env.actions()
-        ]
+        actions = converters.action_messages(action_from_mapping(a) for a in env.actions())
         for round_ in tqdm(env.rounds(events, seed), total=events, unit="event", desc="serving"):
+            context = converters.namespace_messages(namespaces_from_mapping(round_.context))
             ranked = bandit.Rank(
                 pb.RankRequest(
-                    experiment="live", context=_namespaces(round_.context), actions=actions
+                    experiment="live",
+                    context=context,
+                    actions=actions,
                 )
             )
             reward = float(round_.rewards[int(ranked.chosen_action_id[1:])])

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import grpc
 
 from bandit_server.app import App
-from bandit_server.core.types import namespaces_from_mapping
+from bandit_server.core.types import action_from_mapping, namespaces_from_mapping
+from bandit_server.rpc import converters
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 from bandit_server.settings import Settings
@@ -49,19 +50,8 @@ class ServerThread:
 
 
 def namespaces_pb(mapping: Mapping[str, Mapping[str, Any]]) -> list[pb.Namespace]:
-    out = []
-    for ns in namespaces_from_mapping(mapping):
-        features = []
-        for f in ns.features:
-            if isinstance(f.value, bool):
-                features.append(pb.Feature(name=f.name, bool_value=f.value))
-            elif isinstance(f.value, str):
-                features.append(pb.Feature(name=f.name, string_value=f.value))
-            else:
-                features.append(pb.Feature(name=f.name, number_value=float(f.value)))
-        out.append(pb.Namespace(name=ns.name, features=features))
-    return out
+    return converters.namespace_messages(namespaces_from_mapping(mapping))
 
 
 def actions_pb(actions: Any) -> list[pb.Action]:
-    return [pb.Action(id=a["id"], features=namespaces_pb(a["features"])) for a in actions]
+    return converters.action_messages(action_from_mapping(a) for a in actions)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,16 +19,11 @@ from bandit_server.export import iter_dsjson
 from bandit_server.offline.environments import SegmentEnvironment
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
+from bandit_server.rpc.server import free_port
 from tests.helpers import normalised, replay
 from tests.server import actions_pb, namespaces_pb
 
 VW_ARGS = "--cb_explore_adf --epsilon 0.1 -q UA"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -50,7 +44,7 @@ def test_sigkill_mid_traffic_loses_nothing_acknowledged_and_model_matches_log(
 ) -> None:
     """After SIGKILL and restart, every acknowledged decision and reward is in the log, and the
     served probabilities equal a never-interrupted VW trained on the learned log."""
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     server = _start(data_dir, port)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     experiments = pb_grpc.ExperimentServiceStub(channel)

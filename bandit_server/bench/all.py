@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,11 @@ import grpc
 from bandit_server.bench import learner as learner_bench
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
+from bandit_server.rpc.server import free_port
 
 VW_ARGS = "--cb_explore_adf --squarecb -q UA"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _load(target: str, method: str, concurrency: int) -> dict[str, float]:
@@ -43,7 +37,7 @@ def _load(target: str, method: str, concurrency: int) -> dict[str, float]:
 
 
 def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object]], dict[str, int]]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bandit_server.bench.server", "--port", str(port),
          "--data-dir", str(data_dir), "--sync", sync],

@@ -341,11 +341,7 @@ class Engine:
             late = self._known_event_is_late(experiment, event_id, now)
         else:
             late, cost = joiner.on_reward(event, value, now, runtime.config.aggregation)
-        rows: list[Row] = [RewardRow(experiment, event_id, now, value, late)]
-        if cost is not None:
-            rows.append(LearnedRow(experiment, event_id, cost, now))
-        learned = await self._commit(rows)
-        await self._sync_if_immediate(runtime, learned)
+        await self._log_outcome(runtime, RewardRow(experiment, event_id, now, value, late), cost)
         return late
 
     async def activate(self, experiment: str, event_id: str) -> bool:
@@ -359,11 +355,7 @@ class Engine:
             late = self._known_event_is_late(experiment, event_id, now)
         else:
             late, cost = joiner.on_activate(event, now, runtime.config.aggregation)
-        rows: list[Row] = [ActivationRow(experiment, event_id, now, late)]
-        if cost is not None:
-            rows.append(LearnedRow(experiment, event_id, cost, now))
-        learned = await self._commit(rows)
-        await self._sync_if_immediate(runtime, learned)
+        await self._log_outcome(runtime, ActivationRow(experiment, event_id, now, late), cost)
         return late
 
     def _known_event_is_late(self, experiment: str, event_id: str, now: float) -> bool:
@@ -372,8 +364,16 @@ class Engine:
             raise NotFound(f"event {event_id!r} is not a decision of experiment {experiment!r}")
         return now > row.deadline
 
-    async def _sync_if_immediate(self, runtime: _Runtime, learned: list[LearnedRow]) -> None:
-        # Interval 0 promises that the next Rank sees this event learned.
+    async def _log_outcome(
+        self, runtime: _Runtime, row: RewardRow | ActivationRow, cost: float | None
+    ) -> None:
+        """Commit a reward or activation, with the learned row it triggered in the same
+        transaction; with interval 0, return only once the model has learned it, so the next
+        Rank sees it."""
+        rows: list[Row] = [row]
+        if cost is not None:
+            rows.append(LearnedRow(row.experiment, row.event_id, cost, row.timestamp))
+        learned = await self._commit(rows)
         if learned and runtime.config.model_update_interval_seconds == 0:
             await self.learner.wait_learned(runtime.config.name, runtime.model, learned[-1].seq)
 

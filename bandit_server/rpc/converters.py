@@ -75,6 +75,26 @@ def rank_input(request: pb.RankRequest) -> RankInput:
     )
 
 
+def namespace_messages(namespaces: Iterable[Namespace]) -> list[pb.Namespace]:
+    """Core namespaces as protobuf, for clients (scripts, tests, benchmarks)."""
+    out = []
+    for ns in namespaces:
+        features = []
+        for f in ns.features:
+            if isinstance(f.value, bool):  # before numbers: bool is an int subclass
+                features.append(pb.Feature(name=f.name, bool_value=f.value))
+            elif isinstance(f.value, str):
+                features.append(pb.Feature(name=f.name, string_value=f.value))
+            else:
+                features.append(pb.Feature(name=f.name, number_value=float(f.value)))
+        out.append(pb.Namespace(name=ns.name, features=features))
+    return out
+
+
+def action_messages(actions: Iterable[Action]) -> list[pb.Action]:
+    return [pb.Action(id=a.id, features=namespace_messages(a.features)) for a in actions]
+
+
 def rank_response(result: RankResult) -> pb.RankResponse:
     return pb.RankResponse(
         event_id=result.event_id,

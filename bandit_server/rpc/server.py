@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import grpc
@@ -19,6 +20,13 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["BanditService"].full_name,
     pb.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
 )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, for starting a server in another process (tests, scripts)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 async def build_server(
