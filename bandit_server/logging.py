@@ -1,11 +1,30 @@
-"""structlog, configured once: JSON lines on stderr, with the RPC's bound context."""
+"""structlog, configured once: JSON lines on stderr, with the RPC's fields on every line."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
+
+# Set once per RPC by the server's interceptor, and turned into fields only when a line is
+# written: an RPC that logs nothing (nearly every Rank) pays one ContextVar.set and reset.
+request_fields: ContextVar[Callable[[], Mapping[str, object]] | None] = ContextVar(
+    "request_fields", default=None
+)
+
+
+def add_request_fields(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    fields = request_fields.get()
+    if fields is not None:
+        for key, value in fields().items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def configure(level: str = "info") -> None:
@@ -14,6 +33,7 @@ def configure(level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -1,14 +1,16 @@
-"""Binds method, request id and experiment to every log line an RPC writes."""
+"""Adds method, request id and experiment to every log line an RPC writes."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import grpc
-import structlog
+
+from bandit_server.logging import request_fields
 
 REQUEST_ID_HEADER = "x-request-id"
 # Made-up request ids: process id plus a counter, unique per server run and cheaper than uuid4.
@@ -16,22 +18,32 @@ _PREFIX = f"{os.getpid():x}-"
 _counter = itertools.count(1)
 
 
+def _fields(
+    method: str, request: Any, context: grpc.aio.ServicerContext, number: int
+) -> dict[str, object]:
+    request_id = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            request_id = str(value)
+            break
+    experiment = getattr(request, "experiment", "") or getattr(request, "name", "")
+    if not isinstance(experiment, str):  # CreateExperiment carries a message
+        experiment = experiment.name
+    return {
+        "method": method,
+        "request_id": request_id or f"{_PREFIX}{number:x}",
+        "experiment": experiment,
+    }
+
+
 def _wrap(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:
     async def bound(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_id = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == REQUEST_ID_HEADER:
-                request_id = str(value)
-                break
-        experiment = getattr(request, "experiment", "") or getattr(request, "name", "")
-        if not isinstance(experiment, str):  # CreateExperiment carries a message
-            experiment = experiment.name
-        with structlog.contextvars.bound_contextvars(
-            method=method,
-            request_id=request_id or f"{_PREFIX}{next(_counter):x}",
-            experiment=experiment,
-        ):
+        # Fields are computed only if the call logs something (see bandit_server.logging).
+        token = request_fields.set(partial(_fields, method, request, context, next(_counter)))
+        try:
             return await behavior(request, context)
+        finally:
+            request_fields.reset(token)
 
     return bound
 
