@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Sequence
 
 import grpc
@@ -16,8 +15,6 @@ from bandit_server.rpc.server import build_server
 from bandit_server.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-GIL_SWITCH_SECONDS = 0.0005
 
 
 class App:
@@ -36,9 +33,6 @@ class App:
 
     async def start(self) -> int:
         """Restore state, declare configured experiments, listen. Returns the bound port."""
-        # The learner thread runs Python between VW calls; with CPython's default 5 ms switch
-        # interval a Rank waiting for the GIL could wait that long. 0.5 ms bounds the wait.
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         await self.engine.start()
         for config in self.settings.experiments:
             try:
