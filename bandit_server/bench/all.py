@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from bandit_server.bench import learner as learner_bench
+from bandit_server.bench.load import WARMUP_REQUESTS
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 from bandit_server.rpc.server import free_port
@@ -27,13 +28,27 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 
-def _load(target: str, method: str, concurrency: int) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(target: str, method: str, concurrency: int, server_pid: int) -> dict[str, float]:
+    cpu_before = _cpu_seconds(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bandit_server.bench.load", "--target", target, "--method", method,
          "--concurrency", str(concurrency), "--seconds", str(SECONDS)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    result: dict[str, float] = json.loads(out.stdout)
+    # Rank's events are learned when their 1 s windows close: wait for that, so the learning
+    # is charged to this run and not to the next one.
+    time.sleep(1.5)
+    # Server CPU per request: steadier than req/s when other tenants take the machine's cores.
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    result["cpu_us_per_request"] = cpu / (result["requests"] + WARMUP_REQUESTS) * 1e6
+    return result
 
 
 def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object]], dict[str, int]]:
@@ -61,7 +76,7 @@ def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object
         best: dict[str, dict[str, float]] = {}
         for _ in range(ROUNDS):
             for method in ("empty", "rank"):
-                result = _load(target, method, concurrency)
+                result = _load(target, method, concurrency, server.pid)
                 if method not in best or result["rps"] > best[method]["rps"]:
                     best[method] = result
         for method in ("empty", "rank"):
@@ -81,7 +96,7 @@ def main() -> None:
     print(f"Rank vs an empty handler on the same server ({SECONDS:.0f} s runs, best of {ROUNDS})")
     print(
         f"{'sync':<7}{'in flight':>10}{'handler':>9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'rank/empty':>12}"
+        f"{'rank/empty':>12}{'CPU us/req':>12}{'CPU empty/rank':>16}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for sync in ("full", "normal"):
@@ -91,11 +106,16 @@ def main() -> None:
             for i in range(0, len(rows), 2):
                 empty, rank = rows[i], rows[i + 1]
                 ratio = float(rank["rps"]) / float(empty["rps"])  # type: ignore[arg-type]
+                cpu_ratio = float(empty["cpu_us_per_request"]) / float(  # type: ignore[arg-type]
+                    rank["cpu_us_per_request"]  # type: ignore[arg-type]
+                )
                 for row in (empty, rank):
                     print(
                         f"{sync:<7}{row['concurrency']:>10}{row['method']:>9}{row['rps']:>10.0f}"
                         f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-                        + (f"{ratio:>12.2f}" if row is rank else "")
+                        + (f"{ratio:>12.2f}" if row is rank else f"{'':>12}")
+                        + f"{row['cpu_us_per_request']:>12.0f}"
+                        + (f"{cpu_ratio:>16.2f}" if row is rank else "")
                     )
             print(f"{sync:<7} learner kept up: {counts['learned']} of {counts['decisions']} "
                   "decisions learned 2.5 s after the load stopped")  # fmt: skip

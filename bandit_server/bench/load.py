@@ -14,6 +14,8 @@ import numpy as np
 from bandit_server.bench.server import EMPTY_METHOD
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 
+WARMUP_REQUESTS = 50
+
 
 def rank_requests(experiment: str, n: int) -> list[bytes]:
     """Serialised Rank requests shaped like the segments environment (3 segments x 5 variants)."""
@@ -47,9 +49,9 @@ async def run(
     next_index = 0
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
-        for payload in requests[:50]:  # warm up the connection and code paths
+        for payload in requests[:WARMUP_REQUESTS]:  # warm up the connection and code paths
             await call(payload)
-        requests = requests[50:]
+        requests = requests[WARMUP_REQUESTS:]
         stop_at = time.perf_counter() + seconds
 
         async def worker() -> None:
