@@ -22,7 +22,11 @@ def add_request_fields(
 ) -> MutableMapping[str, Any]:
     fields = request_fields.get()
     if fields is not None:
-        for key, value in fields().items():
+        try:
+            values = fields()
+        except Exception as exc:  # a log line must never fail because of its decoration
+            values = {"request_fields_error": repr(exc)}
+        for key, value in values.items():
             event_dict.setdefault(key, value)
     return event_dict
 

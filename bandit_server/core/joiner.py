@@ -6,6 +6,7 @@ lasts the experiment's reward_wait_seconds, as in Personalizer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bandit_server.core.experiment import Aggregation
@@ -72,3 +73,44 @@ def on_close(event: OpenEvent, aggregation: Aggregation, default_reward: float) 
     if aggregation is Aggregation.EARLIEST and event.first_reward is not None:
         return -event.first_reward
     return -default_reward
+
+
+_State = tuple[bool, bool, float | None, float, int]
+
+
+def snapshot(event: OpenEvent) -> _State:
+    """The window state before a transition, for `undoer`."""
+    return (
+        event.activated,
+        event.learned,
+        event.first_reward,
+        event.reward_sum,
+        event.reward_count,
+    )
+
+
+def undoer(event: OpenEvent, before: _State) -> Callable[[], None]:
+    """A function that takes back what one transition changed (`before` is the state just
+    before it), leaving alone what other transitions changed since: used when the log could not
+    commit the transition, so that the client's retry is counted once."""
+    activated, learned, first_reward, reward_sum, reward_count = before
+    after_sum = event.reward_sum
+    added_count = event.reward_count - reward_count
+    set_activated = event.activated and not activated
+    set_learned = event.learned and not learned
+    set_first = event.first_reward is not None and first_reward is None
+
+    def undo() -> None:
+        if event.reward_sum == after_sum:
+            event.reward_sum = reward_sum  # exact, where float subtraction might not be
+        else:
+            event.reward_sum -= after_sum - reward_sum
+        event.reward_count -= added_count
+        if set_activated:
+            event.activated = False
+        if set_learned:
+            event.learned = False
+        if set_first:
+            event.first_reward = None
+
+    return undo

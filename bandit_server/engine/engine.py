@@ -12,6 +12,7 @@ import heapq
 import json
 import math
 import secrets
+import threading
 import time
 import uuid
 from collections import deque
@@ -118,6 +119,7 @@ class Engine:
         self._runtimes: dict[str, _Runtime] = {}
         # Replaced, never mutated, so the learner thread always reads a consistent mapping.
         self._models: dict[str, ExperimentModel] = {}
+        self._models_lock = threading.Lock()  # the loop and the learner thread both swap it
         self._deadlines: list[tuple[float, str, str]] = []
         self._window_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +162,14 @@ class Engine:
             runtime.open[event.event_id] = event
             heapq.heappush(self._deadlines, (event.deadline, config.name, event.event_id))
         self._runtimes[config.name] = runtime
-        self._models = {**self._models, config.name: model}
+        self._set_model(config.name, model)
+
+    def _set_model(self, name: str, model: ExperimentModel | None) -> None:
+        with self._models_lock:
+            models = {k: v for k, v in self._models.items() if k != name}
+            if model is not None:
+                models[name] = model
+            self._models = models
 
     async def stop(self) -> None:
         """Commit what is queued, learn it, checkpoint every model, close the log."""
@@ -202,7 +211,7 @@ class Engine:
         model = ExperimentModel(config.vw_args, epoch, config.model_update_interval_seconds)
         runtime = _Runtime(config, epoch, model)
         self._runtimes[config.name] = runtime
-        self._models = {**self._models, config.name: model}
+        self._set_model(config.name, model)
         log.info("experiment_created", experiment=config.name, vw_args=config.vw_args)
         return self._status(runtime)
 
@@ -232,7 +241,7 @@ class Engine:
                     runtime.epoch,
                     config.model_update_interval_seconds,
                 )
-                self._models = {**self._models, config.name: model}
+                self._set_model(config.name, model)
                 return model
 
             rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
@@ -248,7 +257,7 @@ class Engine:
         runtime = self._runtime(name, "name")
         del self._runtimes[name]
         runtime.model.deleted = True
-        self._models = {k: v for k, v in self._models.items() if k != name}
+        self._set_model(name, None)
         await asyncio.to_thread(self.log.delete_experiment_data, name)
         self._store.delete(name)
         log.info("experiment_deleted", experiment=name)
@@ -341,11 +350,15 @@ class Engine:
         now = self._clock()
         event = runtime.open.get(event_id)
         cost: float | None = None
+        undo: Callable[[], None] | None = None
         if event is None:
             late = self._known_event_is_late(experiment, event_id, now)
         else:
+            before = joiner.snapshot(event)
             late, cost = joiner.on_reward(event, value, now, runtime.config.aggregation)
-        await self._log_outcome(runtime, RewardRow(experiment, event_id, now, value, late), cost)
+            undo = joiner.undoer(event, before)
+        row = RewardRow(experiment, event_id, now, value, late)
+        await self._log_outcome(runtime, row, cost, undo)
         return late
 
     async def activate(self, experiment: str, event_id: str) -> bool:
@@ -355,11 +368,14 @@ class Engine:
         now = self._clock()
         event = runtime.open.get(event_id)
         cost: float | None = None
+        undo: Callable[[], None] | None = None
         if event is None:
             late = self._known_event_is_late(experiment, event_id, now)
         else:
+            before = joiner.snapshot(event)
             late, cost = joiner.on_activate(event, now, runtime.config.aggregation)
-        await self._log_outcome(runtime, ActivationRow(experiment, event_id, now, late), cost)
+            undo = joiner.undoer(event, before)
+        await self._log_outcome(runtime, ActivationRow(experiment, event_id, now, late), cost, undo)
         return late
 
     def _known_event_is_late(self, experiment: str, event_id: str, now: float) -> bool:
@@ -369,15 +385,25 @@ class Engine:
         return now > row.deadline
 
     async def _log_outcome(
-        self, runtime: _Runtime, row: RewardRow | ActivationRow, cost: float | None
+        self,
+        runtime: _Runtime,
+        row: RewardRow | ActivationRow,
+        cost: float | None,
+        undo: Callable[[], None] | None,
     ) -> None:
         """Commit a reward or activation, with the learned row it triggered in the same
         transaction; with interval 0, return only once the model has learned it, so the next
-        Rank sees it."""
+        Rank sees it. If the commit fails, `undo` takes back the window's change, so a retry
+        is counted once and still learned."""
         rows: list[Row] = [row]
         if cost is not None:
             rows.append(LearnedRow(row.experiment, row.event_id, cost, row.timestamp))
-        learned = await self._commit(rows)
+        try:
+            learned = await self._commit(rows)
+        except Unavailable:
+            if undo is not None:
+                undo()
+            raise
         if learned and runtime.config.model_update_interval_seconds == 0:
             await self.learner.wait_learned(runtime.config.name, runtime.model, learned[-1].seq)
 
@@ -386,10 +412,14 @@ class Engine:
     async def _close_windows_forever(self) -> None:
         last_watermark = 0.0
         while True:
-            await self.close_due_windows()
-            if time.monotonic() - last_watermark >= WATERMARK_EVERY_SECONDS:
-                last_watermark = time.monotonic()
-                await self._save_watermarks()
+            try:
+                await self.close_due_windows()
+                if time.monotonic() - last_watermark >= WATERMARK_EVERY_SECONDS:
+                    last_watermark = time.monotonic()
+                    await self._save_watermarks()
+            except Unavailable:  # the log could not commit; the windows stay open, retry
+                log.exception("window_close_failed")
+                await asyncio.sleep(WINDOW_TICK_SECONDS)
             delay = WINDOW_TICK_SECONDS
             if self._deadlines:
                 due_in = self._deadlines[0][0] - self._clock()
@@ -401,6 +431,7 @@ class Engine:
         now = self._clock()
         rows: list[Row] = []
         closed: list[tuple[_Runtime, float]] = []
+        popped: list[tuple[_Runtime, OpenEvent, Callable[[], None]]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, experiment, event_id = heapq.heappop(self._deadlines)
             runtime = self._runtimes.get(experiment)
@@ -409,12 +440,24 @@ class Engine:
             event = runtime.open.pop(event_id, None)
             if event is None:
                 continue
+            before = joiner.snapshot(event)
             cost = joiner.on_close(event, runtime.config.aggregation, runtime.config.default_reward)
+            popped.append((runtime, event, joiner.undoer(event, before)))
             if cost is not None:
                 rows.append(LearnedRow(experiment, event_id, cost, now))
             closed.append((runtime, deadline))
         if rows:
-            await self._commit(rows)
+            try:
+                await self._commit(rows)
+            except Unavailable:
+                for runtime, event, undo in popped:  # reopen them: the next tick retries
+                    undo()
+                    if self._runtimes.get(runtime.config.name) is runtime:
+                        runtime.open[event.event_id] = event
+                        heapq.heappush(
+                            self._deadlines, (event.deadline, runtime.config.name, event.event_id)
+                        )
+                raise
         for runtime, deadline in closed:
             runtime.closed_until = max(runtime.closed_until, deadline)
         return len(closed)

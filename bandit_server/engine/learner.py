@@ -8,6 +8,7 @@ log's prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -74,6 +75,9 @@ class Learner:
         self._last_checkpoint = time.monotonic()
         self._last_wal_checkpoint = time.monotonic()
         self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
+        # Highest learned-log seq handled per experiment, whichever model object handled it:
+        # waiters check this, so a model replaced by a rebuild cannot strand them.
+        self._processed: dict[str, int] = {}
         self._waiters_lock = threading.Lock()
         self.backlog_max = 0
 
@@ -98,11 +102,15 @@ class Learner:
         return job.result
 
     async def wait_learned(self, experiment: str, model: ExperimentModel, seq: int) -> None:
-        """Return once `model` has learned the learned-log row `seq`."""
+        """Return once the learner has handled the learned-log row `seq` of `experiment`."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
-            if model.learned_seq >= seq or model.deleted:
+            if (
+                model.learned_seq >= seq
+                or model.deleted
+                or self._processed.get(experiment, 0) >= seq
+            ):
                 return
             self._waiters.setdefault((experiment, seq), []).append((loop, future))
         await future
@@ -122,24 +130,27 @@ class Learner:
             while items and len(items) < MAX_BATCH and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             stop = False
-            try:
-                for is_row, group in _groups(items):
-                    if is_row:
-                        self._learn_rows(group)  # type: ignore[arg-type]
-                        continue
-                    for item in group:
-                        if item is _STOP:
-                            stop = True
-                        else:
-                            self._run_call(item)  # type: ignore[arg-type]
-                if stop:
-                    self._drain()
-                    self.checkpoint_all()
-                    return
-                self.backlog_max = max(self.backlog_max, self._queue.qsize())
-                self._maintain()
-            except Exception:  # the learner must outlive one bad event; the log keeps it
-                log.exception("learner_error")
+            for is_row, group in _groups(items):
+                if is_row:
+                    self._learn_rows(group)  # type: ignore[arg-type]
+                    continue
+                for item in group:
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        self._run_call(item)  # type: ignore[arg-type]
+            if stop:
+                self._drain()
+                self._guarded(self.checkpoint_all)
+                return
+            self.backlog_max = max(self.backlog_max, self._queue.qsize())
+            self._guarded(self._maintain)
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # the learner must outlive a failed checkpoint; the log keeps all
+            log.exception("learner_maintenance_failed")
 
     def _drain(self) -> None:
         while True:
@@ -167,19 +178,31 @@ class Learner:
         for experiment, rows in by_experiment.items():
             # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
             model = self._models().get(experiment)
-            if model is not None and not model.deleted:
-                todo = [row for row in rows if row.seq > model.learned_seq]
-                if todo:
-                    for item in self._log.learn_batch(experiment, todo):
-                        model.learn(item)
-            for row in rows:
-                self._wake(experiment, row.seq)
+            try:
+                if model is not None and not model.deleted and not model.stalled:
+                    todo = [row for row in rows if row.seq > model.learned_seq]
+                    if todo:
+                        for item in self._log.learn_batch(experiment, todo):
+                            model.learn(item)
+            except Exception:
+                if model is not None and not model.deleted:
+                    # Learning on would skip this event for good (a checkpoint would cover it).
+                    # Stop here instead; a restart replays from the last learned row.
+                    model.stalled = True
+                    log.exception("learning_stalled", experiment=experiment)
+            finally:
+                with self._waiters_lock:
+                    done = self._processed.get(experiment, 0)
+                    self._processed[experiment] = max(done, rows[-1].seq)
+                for row in rows:
+                    self._wake(experiment, row.seq)
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:
             waiters = self._waiters.pop((experiment, seq), None)
         for loop, future in waiters or ():
-            loop.call_soon_threadsafe(_resolve, future)
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
 
     def _maintain(self) -> None:
         now = time.monotonic()

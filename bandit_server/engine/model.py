@@ -51,6 +51,7 @@ class ExperimentModel:
         self.last_publish = 0.0
         self.checkpointed_seq = learned_seq
         self.deleted = False
+        self.stalled = False  # set by the learner when an event fails to learn
         self._snapshot = self._make_snapshot()
 
     def _make_snapshot(self) -> Snapshot:
