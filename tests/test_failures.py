@@ -115,3 +115,48 @@ def test_an_event_that_fails_to_learn_stalls_learning_without_hanging_calls(
         assert engine.model("w").learned_count == 2
 
     run(tmp_path, after_restart)
+
+
+def test_delete_removes_rows_still_queued_and_old_checkpoints_are_never_used(
+    tmp_path: Path,
+) -> None:
+    """A Rank in flight when its experiment is deleted leaves no row behind, and a checkpoint
+    of the deleted experiment (left by a crash, or written while deleting) is ignored by a
+    re-created experiment of the same name."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        for i in range(5):
+            await rank(engine, f"old{i}")
+            await engine.reward("w", f"old{i}", 1.0)
+        await asyncio.to_thread(engine.learner.call, engine.learner.checkpoint_all)
+        stale = engine._store.latest("w", engine._runtimes["w"].epoch)
+        assert stale is not None and stale.learned_count == 5
+
+        in_flight = asyncio.ensure_future(rank(engine, "late"))
+        await asyncio.sleep(0)  # the Rank has queued its row
+        await engine.delete_experiment("w")
+        await in_flight
+        engine._store.save(stale)  # as if a crash had kept it
+
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        assert engine.log.decision("w", "late") is None
+        assert engine.log.decision("w", "old0") is None
+
+    run(tmp_path, scenario)
+
+    # After a restart the learned log's seqs start again below the stale checkpoint's.
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        assert engine.model("w").learned_count == 0
+        for i in range(2):
+            await rank(engine, f"new{i}")
+            await engine.reward("w", f"new{i}", 1.0)
+        assert engine.model("w").learned_count == 2
+
+    run(tmp_path, after_restart)
+
+    async def after_second_restart(engine: Engine, clock: Clock) -> None:
+        assert engine.model("w").learned_count == 2
+        assert costs(engine) == {"new0": -1.0, "new1": -1.0}
+
+    run(tmp_path, after_second_restart)

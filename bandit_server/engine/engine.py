@@ -36,6 +36,7 @@ from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
     DecisionRow,
+    DeleteExperimentRow,
     DuplicateDecision,
     ExperimentRow,
     LearnedRow,
@@ -208,7 +209,12 @@ class Engine:
             " VALUES (?,?,?,?,?)",
             (config.name, json.dumps(config.to_json_dict()), epoch, now, now),
         )
-        model = ExperimentModel(config.vw_args, epoch, config.model_update_interval_seconds)
+        # Learned rows up to here belong to other experiments, or to a deleted one of the same
+        # name whose rows may still wait in the learner's queue: this model must not learn them.
+        floor = self.log.last_learned_seq()
+        model = ExperimentModel(
+            config.vw_args, epoch, config.model_update_interval_seconds, learned_seq=floor
+        )
         runtime = _Runtime(config, epoch, model)
         self._runtimes[config.name] = runtime
         self._set_model(config.name, model)
@@ -258,8 +264,11 @@ class Engine:
         del self._runtimes[name]
         runtime.model.deleted = True
         self._set_model(name, None)
-        await asyncio.to_thread(self.log.delete_experiment_data, name)
-        self._store.delete(name)
+        # Through the group commit, so rows already queued for it (an in-flight Rank, closing
+        # windows) are committed first and deleted with the rest, never left behind.
+        await self._commit([DeleteExperimentRow(name)])
+        # On the learner thread, so a checkpoint being written cannot outlive the deletion.
+        await asyncio.to_thread(self.learner.call, lambda: self._store.delete(name))
         log.info("experiment_deleted", experiment=name)
 
     # -- the loop ----------------------------------------------------------------------------

@@ -222,7 +222,9 @@ class Learner:
             if model.deleted or model.checkpointed_seq == model.learned_seq:
                 continue
             data, seq, count = model.serialize()
-            self._store.save(Checkpoint(name, model.vw_args, seq, count, time.time(), data))
+            self._store.save(
+                Checkpoint(name, model.vw_args, seq, count, time.time(), data, model.epoch)
+            )
             model.checkpointed_seq = seq
             log.info("checkpoint_saved", experiment=name, learned_seq=seq, learned_count=count)
 

@@ -24,7 +24,7 @@ def restore_model(
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it, in learned order."""
     # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
-    checkpoint = store.latest(experiment) if resumable(vw_args) else None
+    checkpoint = store.latest(experiment, epoch) if resumable(vw_args) else None
     policy: VWPolicy | None = None
     seq = count = 0
     if checkpoint is not None and checkpoint.vw_args == vw_args:

@@ -20,12 +20,15 @@ class Checkpoint:
     learned_count: int
     created_at: float
     model: bytes
+    # The experiment's incarnation: a deleted and re-created experiment of the same name has a
+    # new learned log, so its old checkpoints must not be used. "" in files written before.
+    epoch: str = ""
 
 
 class ModelStore(Protocol):
     def save(self, checkpoint: Checkpoint) -> None: ...
 
-    def latest(self, experiment: str) -> Checkpoint | None: ...
+    def latest(self, experiment: str, epoch: str) -> Checkpoint | None: ...
 
     def delete(self, experiment: str) -> None: ...
 
@@ -55,14 +58,17 @@ class DirectoryModelStore:
             old.unlink(missing_ok=True)
             old.with_suffix(".vw").unlink(missing_ok=True)
 
-    def latest(self, experiment: str) -> Checkpoint | None:
+    def latest(self, experiment: str, epoch: str) -> Checkpoint | None:
+        """The newest readable checkpoint of this incarnation (`epoch`) of the experiment."""
         folder = self.root / experiment
         for sidecar in sorted(folder.glob("*.json"), reverse=True):
             try:
                 meta = json.loads(sidecar.read_text())
+                if meta.get("epoch", "") != epoch:
+                    continue  # left by an earlier experiment of the same name
                 model = sidecar.with_suffix(".vw").read_bytes()
                 return Checkpoint(model=model, **meta)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, AttributeError):
                 continue  # unreadable or not a checkpoint: fall back to an older one
         return None
 

@@ -72,6 +72,13 @@ class WatermarkRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteExperimentRow:
+    """Deletes every row of the experiment committed before it, and the experiment itself."""
+
+    experiment: str
+
+
+@dataclass(frozen=True, slots=True)
 class LearnItem:
     """What the learner needs to learn one event: its example text and label."""
 

@@ -92,17 +92,8 @@ class SQLiteDecisionLog:
             con.execute("ROLLBACK")
             raise
 
-    def delete_experiment_data(self, experiment: str) -> None:
-        con = self._reader()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("decisions", "rewards", "activations", "learned", "watermarks"):
-                con.execute(f"DELETE FROM {table} WHERE experiment = ?", (experiment,))
-            con.execute("DELETE FROM experiments WHERE name = ?", (experiment,))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    def last_learned_seq(self) -> int:
+        return self._writer.last_learned_seq
 
     def flush_and_stop_writing(self) -> None:
         """Commit everything submitted so far; later submits fail. Reads keep working."""

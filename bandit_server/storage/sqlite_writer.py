@@ -19,6 +19,7 @@ import structlog
 from bandit_server.storage.records import (
     ActivationRow,
     DecisionRow,
+    DeleteExperimentRow,
     DuplicateDecision,
     LearnedRow,
     RewardRow,
@@ -27,7 +28,7 @@ from bandit_server.storage.records import (
 
 log = structlog.get_logger(__name__)
 
-Row = DecisionRow | RewardRow | ActivationRow | LearnedRow | WatermarkRow
+Row = DecisionRow | RewardRow | ActivationRow | LearnedRow | WatermarkRow | DeleteExperimentRow
 Done = Callable[[BaseException | None, list[LearnedRow]], None]
 
 MAX_BATCH = 512
@@ -84,6 +85,7 @@ class _Batch:
         self.activations: list[tuple[object, ...]] = []
         self.learned: list[tuple[object, ...]] = []
         self.watermarks: list[tuple[object, ...]] = []
+        self.deletes: list[str] = []
         self.next_learned_seq = next_learned_seq
 
     def add(self, rows: Sequence[Row]) -> list[LearnedRow]:
@@ -102,6 +104,8 @@ class _Batch:
                 )
             elif isinstance(row, WatermarkRow):
                 self.watermarks.append((row.experiment, row.closed_until))
+            elif isinstance(row, DeleteExperimentRow):
+                self.deletes.append(row.experiment)
             else:
                 seq = self.next_learned_seq
                 self.next_learned_seq += 1
@@ -121,6 +125,24 @@ class _Batch:
         ):
             if params:
                 con.executemany(sql, params)
+        # Last, after this batch's own rows: a delete always ends its batch (see _gather), so
+        # it removes exactly what was submitted before it.
+        for experiment in self.deletes:
+            for table in ("decisions", "rewards", "activations", "learned", "watermarks"):
+                con.execute(f"DELETE FROM {table} WHERE experiment = ?", (experiment,))
+            con.execute("DELETE FROM experiments WHERE name = ?", (experiment,))
+
+
+def _ends_batch(job: _Job) -> bool:
+    return any(isinstance(row, DeleteExperimentRow) for row in job.rows)
+
+
+def _batch_size(jobs: list[_Job]) -> int:
+    """How many of `jobs` go into the next batch: at most MAX_BATCH, ending at a delete."""
+    for i, job in enumerate(jobs[:MAX_BATCH]):
+        if _ends_batch(job):
+            return i + 1
+    return min(len(jobs), MAX_BATCH)
 
 
 class GroupCommitWriter:
@@ -154,6 +176,11 @@ class GroupCommitWriter:
         self.rows = 0
         self.last_error: BaseException = RuntimeError("no error yet")
 
+    @property
+    def last_learned_seq(self) -> int:
+        """The highest learned-row seq committed so far (read from any thread)."""
+        return self._next_learned_seq - 1
+
     def start(self) -> None:
         if self._schedule is None:
             self._thread.start()
@@ -172,7 +199,8 @@ class GroupCommitWriter:
     def _flush_pending(self) -> None:
         self._flush_scheduled = False
         while self._pending:
-            jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            size = _batch_size(self._pending)
+            jobs, self._pending = self._pending[:size], self._pending[size:]
             self._commit(jobs)
             if self.on_batch_end is not None:
                 self.on_batch_end()
@@ -195,7 +223,7 @@ class GroupCommitWriter:
             if first is _STOP:
                 break
             jobs: list[_Job] = [first]  # type: ignore[list-item]
-            while len(jobs) < MAX_BATCH:
+            while len(jobs) < MAX_BATCH and not _ends_batch(jobs[-1]):
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:

@@ -39,14 +39,14 @@ def test_store_returns_the_newest_checkpoint_and_keeps_only_n(tmp_path: Path) ->
     store = DirectoryModelStore(tmp_path, keep=3)
     for seq in (1, 2, 3, 9, 10):  # 9 -> 10 checks numeric, not string, order
         store.save(_checkpoint(seq))
-    assert store.latest("exp") == _checkpoint(10)
+    assert store.latest("exp", "") == _checkpoint(10)
     names = sorted(p.name for p in (tmp_path / "exp").iterdir())
     assert names == [f"{seq:015d}.{ext}" for seq in (3, 9, 10) for ext in ("json", "vw")]
 
 
 def test_store_without_checkpoints_returns_none(tmp_path: Path) -> None:
     """An experiment that never saved has no latest checkpoint."""
-    assert DirectoryModelStore(tmp_path).latest("exp") is None
+    assert DirectoryModelStore(tmp_path).latest("exp", "") is None
 
 
 def test_store_skips_a_checkpoint_whose_sidecar_is_missing(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_store_skips_a_checkpoint_whose_sidecar_is_missing(tmp_path: Path) -> No
     store.save(_checkpoint(1))
     store.save(_checkpoint(2))
     (tmp_path / "exp" / f"{2:015d}.json").unlink()
-    assert store.latest("exp") == _checkpoint(1)
+    assert store.latest("exp", "") == _checkpoint(1)
 
 
 @pytest.mark.parametrize("sidecar", ["", "{not json", '{"experiment": "exp"', "\xff\xfe"])
@@ -65,7 +65,7 @@ def test_store_skips_a_checkpoint_whose_sidecar_is_corrupt(tmp_path: Path, sidec
     store.save(_checkpoint(1))
     store.save(_checkpoint(2))
     (tmp_path / "exp" / f"{2:015d}.json").write_text(sidecar, encoding="latin-1")
-    assert store.latest("exp") == _checkpoint(1)
+    assert store.latest("exp", "") == _checkpoint(1)
 
 
 @pytest.mark.parametrize("sidecar", ["{}", "null", "[]"])
@@ -77,7 +77,7 @@ def test_store_skips_a_sidecar_that_is_json_but_not_a_checkpoint(
     store.save(_checkpoint(1))
     store.save(_checkpoint(2))
     (tmp_path / "exp" / f"{2:015d}.json").write_text(sidecar)
-    assert store.latest("exp") == _checkpoint(1)
+    assert store.latest("exp", "") == _checkpoint(1)
 
 
 def test_store_skips_a_checkpoint_whose_model_file_is_missing(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_store_skips_a_checkpoint_whose_model_file_is_missing(tmp_path: Path) ->
     store.save(_checkpoint(1))
     store.save(_checkpoint(2))
     (tmp_path / "exp" / f"{2:015d}.vw").unlink()
-    assert store.latest("exp") == _checkpoint(1)
+    assert store.latest("exp", "") == _checkpoint(1)
 
 
 def test_store_delete_removes_one_experiment_only(tmp_path: Path) -> None:
@@ -95,9 +95,9 @@ def test_store_delete_removes_one_experiment_only(tmp_path: Path) -> None:
     store.save(_checkpoint(1, "a"))
     store.save(_checkpoint(1, "b"))
     store.delete("a")
-    assert store.latest("a") is None
+    assert store.latest("a", "") is None
     assert not (tmp_path / "a").exists()
-    assert store.latest("b") == _checkpoint(1, "b")
+    assert store.latest("b", "") == _checkpoint(1, "b")
     store.delete("never-existed")  # harmless
 
 
