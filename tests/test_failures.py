@@ -160,3 +160,30 @@ def test_delete_removes_rows_still_queued_and_old_checkpoints_are_never_used(
         assert costs(engine) == {"new0": -1.0, "new1": -1.0}
 
     run(tmp_path, after_second_restart)
+
+
+def test_an_event_below_the_close_watermark_is_still_reopened_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """If the clock steps back (or a commit outlasts its window), a new event's deadline can
+    fall at or below the windows already closed; a restart must still reopen it."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.25))
+        start = clock.now
+        await rank(engine, "e1")
+        clock.now += 15
+        await engine.close_due_windows()
+        clock.now = start  # stepped back
+        await rank(engine, "e2")  # deadline == e1's, at the watermark
+        await engine._save_watermarks()
+
+    run(tmp_path, scenario)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        assert set(engine._runtimes["w"].open) == {"e2"}
+        clock.now += 15
+        await engine.close_due_windows()
+        assert costs(engine) == {"e1": -0.25, "e2": -0.25}
+
+    run(tmp_path, after_restart)

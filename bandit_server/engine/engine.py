@@ -339,6 +339,12 @@ class Engine:
             if self._runtimes.get(request.experiment) is runtime:  # not deleted meanwhile
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
+                if deadline <= runtime.closed_until:
+                    # The clock stepped back, or this commit outlasted its window: the saved
+                    # watermark must not claim this still-open event is closed, or a restart
+                    # would never reopen it. Reopening closed events is harmless (learned ones
+                    # are skipped), so move it back.
+                    runtime.closed_until = math.nextafter(deadline, -math.inf)
 
         try:
             await self._commit([row], register)
