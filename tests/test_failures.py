@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bandit_server.core.experiment import Aggregation, ExperimentConfig
+from bandit_server.core.experiment import Aggregation
 from bandit_server.engine.engine import Engine
 from bandit_server.errors import Unavailable
 from bandit_server.storage.records import LearnItem
-from tests.test_reward_windows import Clock, costs, rank, run
-
-
-def config(aggregation: Aggregation, default_reward: float = 0.0) -> ExperimentConfig:
-    return ExperimentConfig(
-        "w", "--cb_explore_adf --epsilon 0.2", 10.0, default_reward, aggregation, 0.0
-    )
+from tests.test_reward_windows import Clock, config, costs, rank, run
 
 
 def fail_next_transactions(engine: Engine, count: int) -> None:
