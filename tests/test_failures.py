@@ -10,24 +10,31 @@ import pytest
 
 from bandit_server.core.experiment import Aggregation
 from bandit_server.engine.engine import Engine
+from bandit_server.engine.model import ExperimentModel
 from bandit_server.errors import Unavailable
 from bandit_server.storage.records import LearnItem
+from bandit_server.storage.sqlite_writer import _Batch
 from tests.test_reward_windows import Clock, config, costs, rank, run
 
 
-def fail_next_transactions(engine: Engine, count: int) -> None:
-    """The log's next `count` transactions fail as on a full disk. A failed batch is retried
-    job by job, so one request's commit takes two."""
+def fail_commits(engine: Engine, *values: object, count: int = 2) -> None:
+    """The log's next `count` transactions holding a row with all of `values` (an event id, a
+    reward value) fail as on a full disk. A failed batch is retried job by job, so one request
+    takes two. Other commits (the background watermark saves) go through untouched."""
     writer = engine.log._writer
     original = writer._transaction
     left = [count]
 
-    def transaction(batch: object) -> bool:
-        if left[0] > 0:
+    def matches(batch: _Batch) -> bool:
+        tables = (batch.decisions, batch.rewards, batch.activations, batch.learned)
+        return any(all(v in row for v in values) for rows in tables for row in rows)
+
+    def transaction(batch: _Batch) -> bool:
+        if left[0] > 0 and matches(batch):
             left[0] -= 1
             writer.last_error = sqlite3.OperationalError("database or disk is full")
             return False
-        return original(batch)  # type: ignore[arg-type]
+        return original(batch)
 
     writer._transaction = transaction  # type: ignore[method-assign]
 
@@ -37,7 +44,7 @@ def test_a_reward_whose_commit_failed_counts_once_when_retried(tmp_path: Path) -
         await engine.create_experiment(config(Aggregation.SUM))
         await rank(engine, "e1")
         await engine.reward("w", "e1", 0.5)
-        fail_next_transactions(engine, 2)
+        fail_commits(engine, "e1", 1.0)
         with pytest.raises(Unavailable, match="disk is full"):
             await engine.reward("w", "e1", 1.0)
         await engine.reward("w", "e1", 1.0)  # the client retries
@@ -52,13 +59,53 @@ def test_an_earliest_reward_whose_commit_failed_is_learned_when_retried(tmp_path
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))
         await rank(engine, "e1")
-        fail_next_transactions(engine, 2)
+        fail_commits(engine, "e1", 0.7)
         with pytest.raises(Unavailable):
             await engine.reward("w", "e1", 0.7)
         assert costs(engine) == {}
         await engine.reward("w", "e1", 0.7)
         assert costs(engine) == {"e1": -0.7}
         assert engine.model("w").learned_count == 1
+
+    run(tmp_path, scenario)
+
+
+def test_a_failed_reward_does_not_take_a_later_committed_one_with_it(tmp_path: Path) -> None:
+    """Two rewards for one event at once, the first one's commit fails: the second is the
+    earliest reward that was logged, so it is the one learned."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        await rank(engine, "e1")
+        fail_commits(engine, "e1", 0.3)
+        first, second = await asyncio.gather(
+            engine.reward("w", "e1", 0.3), engine.reward("w", "e1", 0.9), return_exceptions=True
+        )
+        assert isinstance(first, Unavailable)
+        assert second is False
+        assert costs(engine) == {"e1": -0.9}
+
+    run(tmp_path, scenario)
+
+
+def test_a_window_does_not_close_under_a_reward_whose_commit_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The close waits for the in-flight reward's commit; when that fails, the window closes
+    with the default reward instead of with a reward that was never logged."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.SUM, default_reward=0.25))
+        await rank(engine, "e1")
+        fail_commits(engine, "e1", 0.8)
+        reward = asyncio.ensure_future(engine.reward("w", "e1", 0.8))
+        await asyncio.sleep(0)  # the reward is applied and its commit queued
+        clock.now += 11
+        assert await engine.close_due_windows() == 0
+        with pytest.raises(Unavailable):
+            await reward
+        assert await engine.close_due_windows() == 1
+        assert costs(engine) == {"e1": -0.25}
 
     run(tmp_path, scenario)
 
@@ -70,7 +117,7 @@ def test_windows_whose_close_failed_stay_open_and_close_on_the_next_tick(tmp_pat
         await rank(engine, "e2")
         await engine.reward("w", "e2", 1.0)
         clock.now += 11
-        fail_next_transactions(engine, 2)
+        fail_commits(engine, "e1")
         with pytest.raises(Unavailable):
             await engine.close_due_windows()
         assert costs(engine) == {"e2": -1.0}
@@ -109,6 +156,61 @@ def test_an_event_that_fails_to_learn_stalls_learning_without_hanging_calls(
         assert engine.model("w").learned_count == 2
 
     run(tmp_path, after_restart)
+
+
+def test_a_server_whose_log_holds_an_event_vw_rejects_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        for event_id in ("e1", "e2", "e3"):
+            await rank(engine, event_id)
+            await engine.reward("w", event_id, 1.0)
+
+    run(tmp_path, scenario)
+    learn = ExperimentModel.learn
+
+    def failing_learn(self: ExperimentModel, item: LearnItem) -> bool:
+        if item.event_id == "e2":
+            raise RuntimeError("VW rejected the example")
+        return learn(self, item)
+
+    monkeypatch.setattr(ExperimentModel, "learn", failing_learn)
+    (tmp_path / "models").rename(tmp_path / "no-checkpoints")  # replay the whole log
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        model = engine.model("w")
+        assert model.stalled
+        assert model.learned_count == 1  # e1; stopped at e2, e3 not learned past it
+        await rank(engine, "e4")  # and it serves
+
+    run(tmp_path, after_restart)
+
+
+def test_a_delete_whose_commit_failed_leaves_the_experiment_as_it_was(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        await rank(engine, "e1")
+        writer = engine.log._writer
+        original = writer._transaction
+
+        def failing(batch: _Batch) -> bool:
+            if batch.deletes:
+                writer.last_error = sqlite3.OperationalError("disk I/O error")
+                return False
+            return original(batch)
+
+        writer._transaction = failing  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            await engine.delete_experiment("w")
+        writer._transaction = original  # type: ignore[method-assign]
+        assert engine.get_experiment("w").config.name == "w"
+        await engine.reward("w", "e1", 1.0)
+        assert engine.model("w").learned_count == 1
+        await engine.delete_experiment("w")
+        assert engine.list_experiments() == []
+
+    run(tmp_path, scenario)
 
 
 def test_delete_removes_rows_still_queued_and_old_checkpoints_are_never_used(

@@ -33,19 +33,23 @@ def test_lines_carry_the_callers_request_id(server: ServerThread) -> None:
     assert created[0]["experiment"] == "shop"
 
 
-def test_lines_get_a_made_up_request_id_and_do_not_leak_between_calls(
-    server: ServerThread,
-) -> None:
+def test_lines_get_a_made_up_request_id_and_nothing_leaks_outside_calls(tmp_path: Path) -> None:
     with capture_logs(processors=[add_request_fields]) as lines:
-        for name in ("first", "second"):
-            server.experiments.CreateExperiment(
-                pb.CreateExperimentRequest(experiment=pb.Experiment(name=name))
-            )
-        with pytest.raises(grpc.RpcError):
-            server.bandit.Rank(pb.RankRequest(experiment="first"))
+        server = ServerThread(tmp_path / "data").start()
+        try:
+            for name in ("first", "second"):
+                server.experiments.CreateExperiment(
+                    pb.CreateExperimentRequest(experiment=pb.Experiment(name=name))
+                )
+            with pytest.raises(grpc.RpcError):
+                server.bandit.Rank(pb.RankRequest(experiment="first"))
+        finally:
+            server.stop()
     created = [line for line in lines if line["event"] == "experiment_created"]
     assert [line["experiment"] for line in created] == ["first", "second"]
     ids = {line["request_id"] for line in created}
     assert len(ids) == 2 and all(ids)
-    # The server's own lines outside any RPC carry no RPC fields.
-    assert all("method" not in line for line in lines if line["event"] == "engine_started")
+    # Lines the server writes outside any call (start, stop, checkpoints) carry no call fields.
+    outside = [line for line in lines if line["event"] in ("engine_started", "engine_stopped")]
+    assert len(outside) == 2
+    assert all("method" not in line and "request_id" not in line for line in outside)

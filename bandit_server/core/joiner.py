@@ -6,7 +6,6 @@ lasts the experiment's reward_wait_seconds, as in Personalizer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from bandit_server.core.experiment import Aggregation
@@ -75,11 +74,11 @@ def on_close(event: OpenEvent, aggregation: Aggregation, default_reward: float) 
     return -default_reward
 
 
-_State = tuple[bool, bool, float | None, float, int]
+State = tuple[bool, bool, float | None, float, int]
 
 
-def snapshot(event: OpenEvent) -> _State:
-    """The window state before a transition, for `undoer`."""
+def snapshot(event: OpenEvent) -> State:
+    """The window's state, to put back with `restore` if what changed it cannot be logged."""
     return (
         event.activated,
         event.learned,
@@ -89,28 +88,11 @@ def snapshot(event: OpenEvent) -> _State:
     )
 
 
-def undoer(event: OpenEvent, before: _State) -> Callable[[], None]:
-    """A function that takes back what one transition changed (`before` is the state just
-    before it), leaving alone what other transitions changed since: used when the log could not
-    commit the transition, so that the client's retry is counted once."""
-    activated, learned, first_reward, reward_sum, reward_count = before
-    after_sum = event.reward_sum
-    added_count = event.reward_count - reward_count
-    set_activated = event.activated and not activated
-    set_learned = event.learned and not learned
-    set_first = event.first_reward is not None and first_reward is None
-
-    def undo() -> None:
-        if event.reward_sum == after_sum:
-            event.reward_sum = reward_sum  # exact, where float subtraction might not be
-        else:
-            event.reward_sum -= after_sum - reward_sum
-        event.reward_count -= added_count
-        if set_activated:
-            event.activated = False
-        if set_learned:
-            event.learned = False
-        if set_first:
-            event.first_reward = None
-
-    return undo
+def restore(event: OpenEvent, state: State) -> None:
+    (
+        event.activated,
+        event.learned,
+        event.first_reward,
+        event.reward_sum,
+        event.reward_count,
+    ) = state

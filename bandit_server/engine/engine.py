@@ -61,6 +61,7 @@ _Settle = tuple[
     BaseException | None,
     list[LearnedRow],
     Callable[[], None] | None,
+    Callable[[], None] | None,
 ]
 
 
@@ -125,6 +126,9 @@ class Engine:
         self._window_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settles: deque[_Settle] = deque()
+        # (experiment, event id) -> settles when that event's outcome commit in flight does.
+        self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._deleting: set[str] = set()
         self._stopping = False
         self.log: SQLiteDecisionLog
         self.learner: Learner
@@ -201,6 +205,8 @@ class Engine:
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         if config.name in self._runtimes:
             raise AlreadyExists(f"experiment {config.name!r} already exists")
+        if config.name in self._deleting:
+            raise Unavailable(f"experiment {config.name!r} is being deleted; try again")
         config = _with_valid_args(config)
         now = self._clock()
         epoch = secrets.token_hex(3)
@@ -264,21 +270,36 @@ class Engine:
         del self._runtimes[name]
         runtime.model.deleted = True
         self._set_model(name, None)
-        # Through the group commit, so rows already queued for it (an in-flight Rank, closing
-        # windows) are committed first and deleted with the rest, never left behind.
-        await self._commit([DeleteExperimentRow(name)])
+        self._deleting.add(name)
+        try:
+            # Through the group commit, so rows already queued for it (an in-flight Rank,
+            # closing windows) are committed first and deleted with the rest.
+            await self._commit([DeleteExperimentRow(name)])
+        except Unavailable:
+            # Nothing was deleted: the experiment goes on as before.
+            runtime.model.deleted = False
+            self._runtimes[name] = runtime
+            self._set_model(name, runtime.model)
+            raise
+        finally:
+            self._deleting.discard(name)
         # On the learner thread, so a checkpoint being written cannot outlive the deletion.
-        await asyncio.to_thread(self.learner.call, lambda: self._store.delete(name))
+        await asyncio.to_thread(self.learner.call, lambda: self.learner.forget(name, self._store))
         log.info("experiment_deleted", experiment=name)
 
     # -- the loop ----------------------------------------------------------------------------
 
     def _commit(
-        self, rows: Sequence[Row], on_committed: Callable[[], None] | None = None
+        self,
+        rows: Sequence[Row],
+        on_committed: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> asyncio.Future[list[LearnedRow]]:
-        """Queue rows for the group commit. `on_committed` runs on the loop once they are
-        durable, even if the caller was cancelled meanwhile."""
+        """Queue rows for the group commit. `on_committed` (or `on_failed`) runs on the loop once
+        the rows are durable (or could not be committed), even if the caller was cancelled."""
         if self._stopping:
+            if on_failed is not None:
+                on_failed()
             raise Unavailable("the server is shutting down")
         assert self._loop is not None
         future: asyncio.Future[list[LearnedRow]] = self._loop.create_future()
@@ -287,7 +308,7 @@ class Engine:
         def done(error: BaseException | None, learned: list[LearnedRow]) -> None:
             for row in learned:  # on the writer thread, in commit order
                 learner.enqueue(row.experiment, row)
-            settles.append((future, error, learned, on_committed))
+            settles.append((future, error, learned, on_committed, on_failed))
 
         self.log.submit(rows, done)
         return future
@@ -295,9 +316,11 @@ class Engine:
     def _drain_settles(self) -> None:
         settles = self._settles
         while settles:
-            future, error, learned, on_committed = settles.popleft()
+            future, error, learned, on_committed, on_failed = settles.popleft()
             if error is None and on_committed is not None:
                 on_committed()
+            elif error is not None and on_failed is not None:
+                on_failed()
             if future.done():
                 continue
             if isinstance(error, DuplicateDecision):
@@ -339,12 +362,6 @@ class Engine:
             if self._runtimes.get(request.experiment) is runtime:  # not deleted meanwhile
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
-                if deadline <= runtime.closed_until:
-                    # The clock stepped back, or this commit outlasted its window: the saved
-                    # watermark must not claim this still-open event is closed, or a restart
-                    # would never reopen it. Reopening closed events is harmless (learned ones
-                    # are skipped), so move it back.
-                    runtime.closed_until = math.nextafter(deadline, -math.inf)
 
         try:
             await self._commit([row], register)
@@ -362,35 +379,71 @@ class Engine:
         check_id("event_id", event_id, "event_id")
         if not math.isfinite(value):
             raise InvalidArgument("value", f"{value!r} is not a finite number")
-        now = self._clock()
-        event = runtime.open.get(event_id)
-        cost: float | None = None
-        undo: Callable[[], None] | None = None
-        if event is None:
-            late = self._known_event_is_late(experiment, event_id, now)
-        else:
-            before = joiner.snapshot(event)
-            late, cost = joiner.on_reward(event, value, now, runtime.config.aggregation)
-            undo = joiner.undoer(event, before)
-        row = RewardRow(experiment, event_id, now, value, late)
-        await self._log_outcome(runtime, row, cost, undo)
-        return late
+        aggregation = runtime.config.aggregation
+        return await self._record_outcome(
+            runtime,
+            event_id,
+            lambda event, now: joiner.on_reward(event, value, now, aggregation),
+            lambda now, late: RewardRow(experiment, event_id, now, value, late),
+        )
 
     async def activate(self, experiment: str, event_id: str) -> bool:
         """Log an activation; learn at once if an earliest reward was waiting. Returns late."""
         runtime = self._runtime(experiment)
         check_id("event_id", event_id, "event_id")
+        aggregation = runtime.config.aggregation
+        return await self._record_outcome(
+            runtime,
+            event_id,
+            lambda event, now: joiner.on_activate(event, now, aggregation),
+            lambda now, late: ActivationRow(experiment, event_id, now, late),
+        )
+
+    async def _record_outcome(
+        self,
+        runtime: _Runtime,
+        event_id: str,
+        transition: Callable[[OpenEvent, float], tuple[bool, float | None]],
+        make_row: Callable[[float, bool], RewardRow | ActivationRow],
+    ) -> bool:
+        """Apply a reward or activation to the event's window and commit it, with the learned row
+        it triggered, in one transaction. Outcomes of one event are applied one at a time, each
+        after the previous one's commit settled, so a failed commit can put the window back
+        exactly as it was (and a client's retry counts once). With interval 0, return only once
+        the model has learned it, so the next Rank sees it. Returns whether it was late."""
+        experiment = runtime.config.name
+        key = (experiment, event_id)
+        while (previous := self._busy.get(key)) is not None:
+            await asyncio.shield(previous)
         now = self._clock()
         event = runtime.open.get(event_id)
         cost: float | None = None
-        undo: Callable[[], None] | None = None
+        before = None
         if event is None:
             late = self._known_event_is_late(experiment, event_id, now)
         else:
             before = joiner.snapshot(event)
-            late, cost = joiner.on_activate(event, now, runtime.config.aggregation)
-            undo = joiner.undoer(event, before)
-        await self._log_outcome(runtime, ActivationRow(experiment, event_id, now, late), cost, undo)
+            late, cost = transition(event, now)
+        rows: list[Row] = [make_row(now, late)]
+        if cost is not None:
+            rows.append(LearnedRow(experiment, event_id, cost, now))
+        assert self._loop is not None
+        settled: asyncio.Future[None] = self._loop.create_future()
+        self._busy[key] = settled
+
+        def release() -> None:
+            if self._busy.get(key) is settled:
+                del self._busy[key]
+            settled.set_result(None)
+
+        def put_back() -> None:
+            if event is not None and before is not None:
+                joiner.restore(event, before)
+            release()
+
+        learned = await self._commit(rows, release, put_back)
+        if learned and runtime.config.model_update_interval_seconds == 0:
+            await self.learner.wait_learned(experiment, runtime.model, learned[-1].seq)
         return late
 
     def _known_event_is_late(self, experiment: str, event_id: str, now: float) -> bool:
@@ -398,29 +451,6 @@ class Engine:
         if row is None:
             raise NotFound(f"event {event_id!r} is not a decision of experiment {experiment!r}")
         return now > row.deadline
-
-    async def _log_outcome(
-        self,
-        runtime: _Runtime,
-        row: RewardRow | ActivationRow,
-        cost: float | None,
-        undo: Callable[[], None] | None,
-    ) -> None:
-        """Commit a reward or activation, with the learned row it triggered in the same
-        transaction; with interval 0, return only once the model has learned it, so the next
-        Rank sees it. If the commit fails, `undo` takes back the window's change, so a retry
-        is counted once and still learned."""
-        rows: list[Row] = [row]
-        if cost is not None:
-            rows.append(LearnedRow(row.experiment, row.event_id, cost, row.timestamp))
-        try:
-            learned = await self._commit(rows)
-        except Unavailable:
-            if undo is not None:
-                undo()
-            raise
-        if learned and runtime.config.model_update_interval_seconds == 0:
-            await self.learner.wait_learned(runtime.config.name, runtime.model, learned[-1].seq)
 
     # -- reward windows --------------------------------------------------------------------
 
@@ -445,41 +475,49 @@ class Engine:
         """Close every window whose deadline has passed; learn what the aggregation says."""
         now = self._clock()
         rows: list[Row] = []
-        closed: list[tuple[_Runtime, float]] = []
-        popped: list[tuple[_Runtime, OpenEvent, Callable[[], None]]] = []
+        closed: list[tuple[_Runtime, OpenEvent, joiner.State]] = []
+        busy: list[tuple[float, str, str]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, experiment, event_id = heapq.heappop(self._deadlines)
+            entry = heapq.heappop(self._deadlines)
+            _, experiment, event_id = entry
             runtime = self._runtimes.get(experiment)
-            if runtime is None:
+            if runtime is None or event_id not in runtime.open:
                 continue
-            event = runtime.open.pop(event_id, None)
-            if event is None:
+            if (experiment, event_id) in self._busy:
+                busy.append(entry)  # a reward's commit is in flight: close on the next tick
                 continue
+            event = runtime.open.pop(event_id)
             before = joiner.snapshot(event)
             cost = joiner.on_close(event, runtime.config.aggregation, runtime.config.default_reward)
-            popped.append((runtime, event, joiner.undoer(event, before)))
             if cost is not None:
                 rows.append(LearnedRow(experiment, event_id, cost, now))
-            closed.append((runtime, deadline))
+            closed.append((runtime, event, before))
+        for entry in busy:
+            heapq.heappush(self._deadlines, entry)
         if rows:
             try:
                 await self._commit(rows)
             except Unavailable:
-                for runtime, event, undo in popped:  # reopen them: the next tick retries
-                    undo()
+                for runtime, event, before in closed:  # reopen them: the next tick retries
+                    joiner.restore(event, before)
                     if self._runtimes.get(runtime.config.name) is runtime:
                         runtime.open[event.event_id] = event
                         heapq.heappush(
                             self._deadlines, (event.deadline, runtime.config.name, event.event_id)
                         )
                 raise
-        for runtime, deadline in closed:
-            runtime.closed_until = max(runtime.closed_until, deadline)
+        for runtime, event, _ in closed:
+            runtime.closed_until = max(runtime.closed_until, event.deadline)
         return len(closed)
 
     async def _save_watermarks(self) -> None:
+        # Capped below the earliest deadline still waiting in the heap: an event registered late
+        # (a clock stepped back, a commit that outlasted its window) may have a deadline below
+        # windows already closed, and a restart must still reopen it. Reopening a closed event
+        # is harmless: learned ones are skipped, the others close again without learning.
+        cap = math.nextafter(self._deadlines[0][0], -math.inf) if self._deadlines else math.inf
         rows: list[Row] = [
-            WatermarkRow(name, runtime.closed_until)
+            WatermarkRow(name, min(runtime.closed_until, cap))
             for name, runtime in self._runtimes.items()
             if runtime.closed_until > float("-inf")
         ]

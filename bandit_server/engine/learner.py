@@ -115,6 +115,13 @@ class Learner:
             self._waiters.setdefault((experiment, seq), []).append((loop, future))
         await future
 
+    def forget(self, experiment: str, store: ModelStore) -> None:
+        """After an experiment is deleted (on this thread, between learned events): its
+        checkpoints and its progress go."""
+        store.delete(experiment)
+        with self._waiters_lock:
+            self._processed.pop(experiment, None)
+
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
         self._queue.put(_STOP)

@@ -31,7 +31,15 @@ def restore_model(
         policy = VWPolicy.load(vw_args, checkpoint.model)
         seq, count = checkpoint.learned_seq, checkpoint.learned_count
     model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
-    replayed = sum(model.learn(item) for item in decision_log.learn_items(experiment, seq))
+    replayed = 0
+    try:
+        for item in decision_log.learn_items(experiment, seq):
+            replayed += model.learn(item)
+    except Exception:
+        # As the learner does: stop at the event VW rejects rather than skip it, and serve
+        # what was learned before it; the server must still start.
+        model.stalled = True
+        log.exception("learning_stalled", experiment=experiment, learned_seq=model.learned_seq)
     if replayed:
         model.publish()
     log.info(

@@ -54,9 +54,14 @@ class DirectoryModelStore:
         # The sidecar is written last: a checkpoint counts only once its sidecar exists.
         _write_atomically(folder / f"{stem}.json", json.dumps(meta).encode())
         _fsync_dir(folder)
-        for old in sorted(folder.glob("*.json"))[: -self.keep]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".vw").unlink(missing_ok=True)
+        mine = []
+        for sidecar in sorted(folder.glob("*.json")):
+            if _epoch(sidecar) == checkpoint.epoch:
+                mine.append(sidecar)
+            else:  # left by a deleted experiment of the same name: never usable again
+                _remove(sidecar)
+        for old in mine[: -self.keep]:
+            _remove(old)
 
     def latest(self, experiment: str, epoch: str) -> Checkpoint | None:
         """The newest readable checkpoint of this incarnation (`epoch`) of the experiment."""
@@ -74,6 +79,19 @@ class DirectoryModelStore:
 
     def delete(self, experiment: str) -> None:
         shutil.rmtree(self.root / experiment, ignore_errors=True)
+
+
+def _epoch(sidecar: Path) -> str | None:
+    try:
+        epoch = json.loads(sidecar.read_text()).get("epoch", "")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return epoch if isinstance(epoch, str) else None
+
+
+def _remove(sidecar: Path) -> None:
+    sidecar.unlink(missing_ok=True)
+    sidecar.with_suffix(".vw").unlink(missing_ok=True)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,21 @@ def test_store_delete_removes_one_experiment_only(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
     assert store.latest("b", "") == _checkpoint(1, "b")
     store.delete("never-existed")  # harmless
+
+
+def test_a_save_removes_checkpoints_of_other_incarnations(tmp_path: Path) -> None:
+    """After a delete and re-create, seqs can restart lower: the old incarnation's files must
+    not crowd out (by seq order) the new one's, so a save removes them."""
+    store = DirectoryModelStore(tmp_path, keep=2)
+    for seq in (50, 60, 70):
+        store.save(replace(_checkpoint(seq), epoch="old"))
+    for seq in (1, 2, 3):
+        store.save(replace(_checkpoint(seq), epoch="new"))
+    assert store.latest("exp", "new") == replace(_checkpoint(3), epoch="new")
+    assert store.latest("exp", "old") is None
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == [
+        "000000000000002.json", "000000000000002.vw", "000000000000003.json", "000000000000003.vw",
+    ]  # fmt: skip
 
 
 # -- SQLiteDecisionLog -----------------------------------------------------------------------
