@@ -147,7 +147,7 @@ def test_an_event_that_fails_to_learn_stalls_learning_without_hanging_calls(
         for event_id in ("e1", "e2"):
             await rank(engine, event_id)
             await asyncio.wait_for(engine.reward("w", event_id, 1.0), timeout=20)
-        assert model.stalled
+        assert model.stalled and engine.get_experiment("w").learning_stalled
         assert model.learned_count == 0  # e2 was not learned past the failed e1
 
     run(tmp_path, scenario)
@@ -180,7 +180,7 @@ def test_a_server_whose_log_holds_an_event_vw_rejects_still_starts(
 
     async def after_restart(engine: Engine, clock: Clock) -> None:
         model = engine.model("w")
-        assert model.stalled
+        assert model.stalled and engine.get_experiment("w").learning_stalled
         assert model.learned_count == 1  # e1; stopped at e2, e3 not learned past it
         await rank(engine, "e4")  # and it serves
 

@@ -70,6 +70,7 @@ class ExperimentStatus:
     config: ExperimentConfig
     model_version: str
     learned_events: int
+    learning_stalled: bool = False
 
 
 @dataclass(slots=True)
@@ -200,7 +201,8 @@ class Engine:
         return runtime
 
     def _status(self, runtime: _Runtime) -> ExperimentStatus:
-        return ExperimentStatus(runtime.config, runtime.model.version, runtime.model.learned_count)
+        model = runtime.model
+        return ExperimentStatus(runtime.config, model.version, model.learned_count, model.stalled)
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         if config.name in self._runtimes:

@@ -132,4 +132,5 @@ def experiment_message(status: ExperimentStatus) -> pb.Experiment:
         model_update_interval_seconds=config.model_update_interval_seconds,
         model_version=status.model_version,
         learned_events=status.learned_events,
+        learning_stalled=status.learning_stalled,
     )

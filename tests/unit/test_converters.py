@@ -188,6 +188,9 @@ def test_experiment_message_round_trips(aggregation: Aggregation) -> None:
     )
     message = converters.experiment_message(ExperimentStatus(config, "epoch-3", 42))
     assert message.model_version == "epoch-3" and message.learned_events == 42
+    assert not message.learning_stalled
+    stalled = ExperimentStatus(config, "epoch-3", 42, learning_stalled=True)
+    assert converters.experiment_message(stalled).learning_stalled
     assert converters.experiment_config(message) == config
 
 
