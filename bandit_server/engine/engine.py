@@ -153,6 +153,10 @@ class Engine:
         log.info("engine_started", data_dir=str(self.data_dir), experiments=len(self._runtimes))
 
     def _install(self, row: ExperimentRow) -> None:
+        self._add_runtime(self._load_runtime(row))
+
+    def _load_runtime(self, row: ExperimentRow) -> _Runtime:
+        """An experiment's model and open windows as the log has them (any thread)."""
         config = ExperimentConfig.from_json_dict(json.loads(row.config_json))
         model = restore_model(
             self.log,
@@ -166,9 +170,14 @@ class Engine:
         runtime.closed_until = self.log.closed_until(config.name)
         for event in open_events(self.log, config.name):
             runtime.open[event.event_id] = event
-            heapq.heappush(self._deadlines, (event.deadline, config.name, event.event_id))
-        self._runtimes[config.name] = runtime
         self._set_model(config.name, model)
+        return runtime
+
+    def _add_runtime(self, runtime: _Runtime) -> None:
+        name = runtime.config.name
+        for event in runtime.open.values():
+            heapq.heappush(self._deadlines, (event.deadline, name, event.event_id))
+        self._runtimes[name] = runtime
 
     def _set_model(self, name: str, model: ExperimentModel | None) -> None:
         with self._models_lock:
@@ -273,21 +282,35 @@ class Engine:
         runtime.model.deleted = True
         self._set_model(name, None)
         self._deleting.add(name)
+        # Shielded: once begun, a delete runs to its end even if the caller goes away.
+        await asyncio.shield(asyncio.ensure_future(self._finish_delete(name)))
+
+    async def _finish_delete(self, name: str) -> None:
         try:
-            # Through the group commit, so rows already queued for it (an in-flight Rank,
-            # closing windows) are committed first and deleted with the rest.
-            await self._commit([DeleteExperimentRow(name)])
-        except Unavailable:
-            # Nothing was deleted: the experiment goes on as before.
-            runtime.model.deleted = False
-            self._runtimes[name] = runtime
-            self._set_model(name, runtime.model)
-            raise
+            try:
+                # Through the group commit, so rows already queued for it (an in-flight Rank,
+                # closing windows) are committed first and deleted with the rest.
+                await self._commit([DeleteExperimentRow(name)])
+            except Unavailable:
+                # Nothing was deleted, but what happened to the experiment meanwhile (learned
+                # rows, windows) was dropped: rebuild it from the log, as a restart would.
+                await self._reinstall(name)
+                raise
+            # On the learner thread, so a checkpoint being written cannot outlive the deletion.
+            await asyncio.to_thread(
+                self.learner.call, lambda: self.learner.forget(name, self._store)
+            )
         finally:
             self._deleting.discard(name)
-        # On the learner thread, so a checkpoint being written cannot outlive the deletion.
-        await asyncio.to_thread(self.learner.call, lambda: self.learner.forget(name, self._store))
         log.info("experiment_deleted", experiment=name)
+
+    async def _reinstall(self, name: str) -> None:
+        row = next(row for row in self.log.experiments() if row.name == name)
+        # On the learner thread, so its replay and the learning of queued rows do not overlap.
+        runtime = await asyncio.to_thread(self.learner.call, lambda: self._load_runtime(row))
+        assert isinstance(runtime, _Runtime)
+        self._add_runtime(runtime)
+        log.warning("experiment_delete_failed", experiment=name)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -312,17 +335,24 @@ class Engine:
                 learner.enqueue(row.experiment, row)
             settles.append((future, error, learned, on_committed, on_failed))
 
-        self.log.submit(rows, done)
+        try:
+            self.log.submit(rows, done)
+        except Exception as exc:
+            if on_failed is not None:
+                on_failed()
+            raise Unavailable(f"the decision log could not commit: {describe(exc)}") from exc
         return future
 
     def _drain_settles(self) -> None:
         settles = self._settles
         while settles:
             future, error, learned, on_committed, on_failed = settles.popleft()
-            if error is None and on_committed is not None:
-                on_committed()
-            elif error is not None and on_failed is not None:
-                on_failed()
+            callback = on_committed if error is None else on_failed
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # one bad callback must not strand the settles after it
+                    log.exception("commit_callback_failed")
             if future.done():
                 continue
             if isinstance(error, DuplicateDecision):
@@ -417,6 +447,8 @@ class Engine:
         key = (experiment, event_id)
         while (previous := self._busy.get(key)) is not None:
             await asyncio.shield(previous)
+            if self._runtimes.get(experiment) is not runtime:
+                raise Unavailable(f"experiment {experiment!r} changed while this call waited")
         now = self._clock()
         event = runtime.open.get(event_id)
         cost: float | None = None

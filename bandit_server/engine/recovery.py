@@ -32,14 +32,15 @@ def restore_model(
         seq, count = checkpoint.learned_seq, checkpoint.learned_count
     model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
     replayed = 0
-    try:
-        for item in decision_log.learn_items(experiment, seq):
+    for item in decision_log.learn_items(experiment, seq):
+        try:
             replayed += model.learn(item)
-    except Exception:
-        # As the learner does: stop at the event VW rejects rather than skip it, and serve
-        # what was learned before it; the server must still start.
-        model.stalled = True
-        log.exception("learning_stalled", experiment=experiment, learned_seq=model.learned_seq)
+        except Exception:
+            # As the learner does: stop at the event VW rejects rather than skip it, and serve
+            # what was learned before it; the server must still start.
+            model.stalled = True
+            log.exception("learning_stalled", experiment=experiment, event_id=item.event_id)
+            break
     if replayed:
         model.publish()
     log.info(

@@ -56,9 +56,10 @@ class DirectoryModelStore:
         _fsync_dir(folder)
         mine = []
         for sidecar in sorted(folder.glob("*.json")):
-            if _epoch(sidecar) == checkpoint.epoch:
+            epoch = _epoch(sidecar)
+            if epoch == checkpoint.epoch:
                 mine.append(sidecar)
-            else:  # left by a deleted experiment of the same name: never usable again
+            elif epoch is not None:  # a deleted experiment's of the same name: never usable
                 _remove(sidecar)
         for old in mine[: -self.keep]:
             _remove(old)
