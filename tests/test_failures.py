@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bandit_server.core.experiment import Aggregation
+from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine.engine import Engine
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.errors import Unavailable
@@ -310,3 +310,73 @@ def test_an_event_below_the_close_watermark_is_still_reopened_after_a_restart(
         assert costs(engine) == {"e1": -0.25, "e2": -0.25}
 
     run(tmp_path, after_restart)
+
+
+def test_a_policy_change_whose_caller_went_away_still_completes_consistently(
+    tmp_path: Path,
+) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        for i in range(5):
+            await rank(engine, f"e{i}")
+            await engine.reward("w", f"e{i}", 1.0)
+        new = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0,
+                               Aggregation.EARLIEST, 0.0)  # fmt: skip
+        update = asyncio.ensure_future(engine.update_experiment(new))
+        await asyncio.sleep(0.01)
+        update.cancel()  # the client went away mid-rebuild
+        await asyncio.gather(*engine._background)
+        assert engine._models["w"] is engine.model("w")
+        assert engine.get_experiment("w").config.vw_args == "--cb_explore_adf --squarecb"
+        assert engine.model("w").learned_count == 5
+        await rank(engine, "e5")
+        await engine.reward("w", "e5", 1.0)
+        assert engine.model("w").learned_count == 6
+
+    run(tmp_path, scenario)
+
+
+def test_a_policy_change_racing_a_delete_leaves_nothing_behind(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        new = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0,
+                               Aggregation.EARLIEST, 0.0)  # fmt: skip
+        update = asyncio.ensure_future(engine.update_experiment(new))
+        await asyncio.sleep(0)
+        await engine.delete_experiment("w")
+        await asyncio.gather(update, return_exceptions=True)
+        await asyncio.gather(*engine._background, return_exceptions=True)
+        assert "w" not in engine._models
+        assert engine.list_experiments() == []
+        assert not (tmp_path / "models" / "w").exists()
+
+    run(tmp_path, scenario)
+
+
+def test_a_failed_delete_that_cannot_reread_the_log_keeps_serving_a_stalled_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        writer = engine.log._writer
+        original = writer._transaction
+
+        def failing(batch: _Batch) -> bool:
+            if batch.deletes:
+                writer.last_error = sqlite3.OperationalError("disk I/O error")
+                return False
+            return original(batch)
+
+        def unreadable() -> list[object]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        writer._transaction = failing  # type: ignore[method-assign]
+        monkeypatch.setattr(engine.log, "experiments", unreadable)
+        with pytest.raises(Unavailable):
+            await engine.delete_experiment("w")
+        status = engine.get_experiment("w")
+        assert status.learning_stalled
+        assert engine._models["w"] is engine.model("w")
+        await rank(engine, "e1")  # still serves
+
+    run(tmp_path, scenario)

@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -130,6 +131,7 @@ class Engine:
         # (experiment, event id) -> settles when that event's outcome commit in flight does.
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
         self._stopping = False
         self.log: SQLiteDecisionLog
         self.learner: Learner
@@ -191,6 +193,8 @@ class Engine:
         if self._stopping:
             return
         self._stopping = True
+        if self._background:  # deletes and policy changes whose callers went away
+            await asyncio.wait(self._background)
         if self._window_task is not None:
             self._window_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -247,34 +251,59 @@ class Engine:
     async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         runtime = self._runtime(config.name, "experiment.name")
         config = _with_valid_args(config)
-        old = runtime.config
+        if config.vw_args == runtime.config.vw_args:
+            self._save_config(config)
+            runtime.model.update_interval = config.model_update_interval_seconds
+            runtime.config = config
+        else:
+            await self._run_to_end(self._change_policy(runtime, config))
+        log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
+        return self._status(runtime)
+
+    def _save_config(self, config: ExperimentConfig) -> None:
         self.log.execute_admin(
             "UPDATE experiments SET config = ?, updated_at = ? WHERE name = ?",
             (json.dumps(config.to_json_dict()), self._clock(), config.name),
         )
-        if config.vw_args != old.vw_args:
-            # A new learning policy is retrained on the whole learned log, on the learner
-            # thread, so the model stays "fresh VW with these args + the learned lines".
-            def rebuild() -> ExperimentModel:
-                model = restore_model(
-                    self.log,
-                    self._store,
-                    config.name,
-                    config.vw_args,
-                    runtime.epoch,
-                    config.model_update_interval_seconds,
-                )
-                self._set_model(config.name, model)
-                return model
 
-            rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
-            assert isinstance(rebuilt, ExperimentModel)
-            runtime.model = rebuilt
-        else:
-            runtime.model.update_interval = config.model_update_interval_seconds
+    async def _change_policy(self, runtime: _Runtime, config: ExperimentConfig) -> None:
+        """Retrain on the whole learned log with the new vw_args, so the model stays "fresh VW
+        with these args + the learned lines". On the learner thread, between learned events; the
+        new settings are saved and swapped in there too, all or nothing."""
+        old_model = runtime.model
+
+        def rebuild() -> ExperimentModel:
+            model = restore_model(
+                self.log,
+                self._store,
+                config.name,
+                config.vw_args,
+                runtime.epoch,
+                config.model_update_interval_seconds,
+            )
+            if old_model.deleted or self._models.get(config.name) is not old_model:
+                raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
+            self._save_config(config)
+            self._set_model(config.name, model)
+            return model
+
+        rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
+        assert isinstance(rebuilt, ExperimentModel)
+        runtime.model = rebuilt
         runtime.config = config
-        log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
-        return self._status(runtime)
+
+    async def _run_to_end(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` to its end even if the caller goes away (stop() waits for it)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        await asyncio.shield(task)
+
+    def _background_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its caller may be gone: make sure the failure is seen.
+            log.warning("experiment_change_failed", error=describe(task.exception()))
 
     async def delete_experiment(self, name: str) -> None:
         runtime = self._runtime(name, "name")
@@ -282,10 +311,9 @@ class Engine:
         runtime.model.deleted = True
         self._set_model(name, None)
         self._deleting.add(name)
-        # Shielded: once begun, a delete runs to its end even if the caller goes away.
-        await asyncio.shield(asyncio.ensure_future(self._finish_delete(name)))
+        await self._run_to_end(self._finish_delete(name, runtime))
 
-    async def _finish_delete(self, name: str) -> None:
+    async def _finish_delete(self, name: str, runtime: _Runtime) -> None:
         try:
             try:
                 # Through the group commit, so rows already queued for it (an in-flight Rank,
@@ -294,7 +322,16 @@ class Engine:
             except Unavailable:
                 # Nothing was deleted, but what happened to the experiment meanwhile (learned
                 # rows, windows) was dropped: rebuild it from the log, as a restart would.
-                await self._reinstall(name)
+                try:
+                    await self._reinstall(name)
+                except Exception:
+                    # Keep serving what there was; it missed events meanwhile, so it must not
+                    # learn past them: stalled until a restart replays the log.
+                    log.exception("experiment_reinstall_failed", experiment=name)
+                    runtime.model.deleted = False
+                    runtime.model.stalled = True
+                    self._set_model(name, runtime.model)
+                    self._runtimes[name] = runtime
                 raise
             # On the learner thread, so a checkpoint being written cannot outlive the deletion.
             await asyncio.to_thread(

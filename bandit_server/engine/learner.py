@@ -96,7 +96,9 @@ class Learner:
         """Run `fn` on the learner thread and wait for it (for rebuilds and checkpoints)."""
         job = _Call(fn)
         self._queue.put(job)
-        job.done.wait()
+        while not job.done.wait(1.0):
+            if not self._thread.is_alive():  # stopped before reaching it: never will
+                raise RuntimeError("the learner has stopped")
         if job.error is not None:
             raise job.error
         return job.result
