@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
+from bandit_server.core.types import RankInput
 from bandit_server.engine.engine import Engine
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.errors import Unavailable
 from bandit_server.storage.records import LearnItem
 from bandit_server.storage.sqlite_writer import _Batch
-from tests.test_reward_windows import Clock, config, costs, rank, run
+from tests.test_reward_windows import ACTIONS, Clock, config, costs, rank, run
 
 
 def fail_commits(engine: Engine, *values: object, count: int = 2) -> None:
@@ -380,3 +381,105 @@ def test_a_failed_delete_that_cannot_reread_the_log_keeps_serving_a_stalled_mode
         await rank(engine, "e1")  # still serves
 
     run(tmp_path, scenario)
+
+
+def test_an_old_deadline_does_not_close_a_recreated_experiments_window(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.25))
+        await rank(engine, "e1")
+        await engine.delete_experiment("w")
+        await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.25))
+        clock.now += 5
+        await rank(engine, "e1")  # the same client-chosen id, in the new experiment
+        clock.now += 6  # past the old deadline, not the new one
+        assert await engine.close_due_windows() == 0
+        assert await engine.reward("w", "e1", 1.0) is False
+        assert costs(engine) == {"e1": -1.0}
+
+    run(tmp_path, scenario)
+
+
+def test_concurrent_policy_changes_apply_one_after_the_other(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        changes = [
+            ExperimentConfig("w", args, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
+            for args in ("--cb_explore_adf --squarecb", "--cb_explore_adf --epsilon 0.1")
+        ]
+        results = await asyncio.gather(*(engine.update_experiment(c) for c in changes))
+        assert [r.config.vw_args for r in results] == [c.vw_args for c in changes]
+        assert engine.get_experiment("w").config.vw_args == "--cb_explore_adf --epsilon 0.1"
+        assert engine._models["w"] is engine.model("w")
+
+    run(tmp_path, scenario)
+
+
+def test_the_watermark_stays_below_decisions_still_committing(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        start = clock.now
+        await rank(engine, "e1")
+        clock.now += 15
+        await engine.close_due_windows()
+        engine._pending_deadlines[start + 5] += 1  # a Rank whose commit outlasted its window
+        await engine._save_watermarks()
+        assert engine.log.closed_until("w") < start + 5
+
+    run(tmp_path, scenario)
+
+
+def test_a_stalled_model_is_never_checkpointed(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        model = engine.model("w")
+        learn = model.learn
+
+        def failing_learn(item: LearnItem) -> bool:
+            if item.event_id == "e1":
+                raise RuntimeError("VW failed halfway")
+            return learn(item)
+
+        model.learn = failing_learn  # type: ignore[method-assign]
+        for event_id in ("e0", "e1"):
+            await rank(engine, event_id)
+            await engine.reward("w", event_id, 1.0)
+        assert model.stalled and model.learned_count == 1
+        await asyncio.to_thread(engine.learner.call, engine.learner.checkpoint_all)
+        assert engine._store.latest("w", engine._runtimes["w"].epoch) is None
+
+    run(tmp_path, scenario)
+
+
+def test_a_row_that_cannot_be_stored_fails_its_call_and_the_log_goes_on(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        bad = RankInput("w", "e1", (), ACTIONS, user_id="\ud800")  # not encodable as UTF-8
+        with pytest.raises(Unavailable):
+            await engine.rank(bad)
+        await rank(engine, "e2")
+        assert engine.log.decision("w", "e2") is not None
+
+    run(tmp_path, scenario)
+
+
+def test_a_checkpoint_ahead_of_the_log_is_not_used(tmp_path: Path) -> None:
+    """With synchronous=NORMAL a power cut can lose the log's last commits while a checkpoint
+    (fsynced) keeps them: new events would then reuse its seqs and be skipped."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        for i in range(3):
+            await rank(engine, f"e{i}")
+            await engine.reward("w", f"e{i}", 1.0)
+
+    run(tmp_path, scenario)
+    with sqlite3.connect(tmp_path / "decisions.sqlite3") as db:
+        db.execute("DELETE FROM learned WHERE event_id != 'e0'")  # as if lost with the WAL
+
+    async def after_power_cut(engine: Engine, clock: Clock) -> None:
+        assert engine.model("w").learned_count == 1
+        await rank(engine, "e3")
+        await engine.reward("w", "e3", 1.0)
+        assert engine.model("w").learned_count == 2
+
+    run(tmp_path, after_power_cut)

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +123,9 @@ class Engine:
         self._runtimes: dict[str, _Runtime] = {}
         # Replaced, never mutated, so the learner thread always reads a consistent mapping.
         self._models: dict[str, ExperimentModel] = {}
-        self._models_lock = threading.Lock()  # the loop and the learner thread both swap it
+        # The loop and the learner thread both swap the mapping; a policy change also checks it
+        # and saves its settings under this lock, so a delete cannot slip in between.
+        self._models_lock = threading.RLock()
         self._deadlines: list[tuple[float, str, str]] = []
         self._window_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +134,10 @@ class Engine:
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
         self._background: set[asyncio.Future[None]] = set()
+        self._update_locks: dict[str, asyncio.Lock] = {}
+        # Deadlines of decisions whose commit is in flight (not yet in the heap): the close
+        # watermark must stay below them too.
+        self._pending_deadlines: Counter[float] = Counter()
         self._stopping = False
         self.log: SQLiteDecisionLog
         self.learner: Learner
@@ -249,8 +255,15 @@ class Engine:
         return [self._status(self._runtimes[name]) for name in sorted(self._runtimes)]
 
     async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
-        runtime = self._runtime(config.name, "experiment.name")
+        self._runtime(config.name, "experiment.name")
         config = _with_valid_args(config)
+        # One update of an experiment at a time: each compares with and replaces the settings.
+        lock = self._update_locks.setdefault(config.name, asyncio.Lock())
+        async with lock:
+            return await self._update(config)
+
+    async def _update(self, config: ExperimentConfig) -> ExperimentStatus:
+        runtime = self._runtime(config.name, "experiment.name")
         if config.vw_args == runtime.config.vw_args:
             self._save_config(config)
             runtime.model.update_interval = config.model_update_interval_seconds
@@ -281,10 +294,11 @@ class Engine:
                 runtime.epoch,
                 config.model_update_interval_seconds,
             )
-            if old_model.deleted or self._models.get(config.name) is not old_model:
-                raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
-            self._save_config(config)
-            self._set_model(config.name, model)
+            with self._models_lock:
+                if old_model.deleted or self._models.get(config.name) is not old_model:
+                    raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
+                self._save_config(config)
+                self._set_model(config.name, model)
             return model
 
         rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
@@ -308,8 +322,9 @@ class Engine:
     async def delete_experiment(self, name: str) -> None:
         runtime = self._runtime(name, "name")
         del self._runtimes[name]
-        runtime.model.deleted = True
-        self._set_model(name, None)
+        with self._models_lock:
+            runtime.model.deleted = True
+            self._set_model(name, None)
         self._deleting.add(name)
         await self._run_to_end(self._finish_delete(name, runtime))
 
@@ -427,13 +442,22 @@ class Engine:
             model_version=version,
         )
 
+        pending = self._pending_deadlines
+        pending[deadline] += 1
+
+        def settled() -> None:
+            pending[deadline] -= 1
+            if not pending[deadline]:
+                del pending[deadline]
+
         def register() -> None:
+            settled()
             if self._runtimes.get(request.experiment) is runtime:  # not deleted meanwhile
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
 
         try:
-            await self._commit([row], register)
+            await self._commit([row], register, settled)
         except DuplicateDecision:
             # The log's UNIQUE constraint caught a repeated event id (also when two requests
             # raced): answer what the first one got, log nothing twice.
@@ -552,12 +576,13 @@ class Engine:
             entry = heapq.heappop(self._deadlines)
             _, experiment, event_id = entry
             runtime = self._runtimes.get(experiment)
-            if runtime is None or event_id not in runtime.open:
-                continue
+            event = None if runtime is None else runtime.open.get(event_id)
+            if runtime is None or event is None or event.deadline > now:
+                continue  # gone, or an entry left by a deleted experiment of the same name
             if (experiment, event_id) in self._busy:
                 busy.append(entry)  # a reward's commit is in flight: close on the next tick
                 continue
-            event = runtime.open.pop(event_id)
+            del runtime.open[event_id]
             before = joiner.snapshot(event)
             cost = joiner.on_close(event, runtime.config.aggregation, runtime.config.default_reward)
             if cost is not None:
@@ -586,7 +611,11 @@ class Engine:
         # (a clock stepped back, a commit that outlasted its window) may have a deadline below
         # windows already closed, and a restart must still reopen it. Reopening a closed event
         # is harmless: learned ones are skipped, the others close again without learning.
-        cap = math.nextafter(self._deadlines[0][0], -math.inf) if self._deadlines else math.inf
+        earliest = min(
+            self._deadlines[0][0] if self._deadlines else math.inf,
+            min(self._pending_deadlines, default=math.inf),
+        )
+        cap = math.nextafter(earliest, -math.inf)
         rows: list[Row] = [
             WatermarkRow(name, min(runtime.closed_until, cap))
             for name, runtime in self._runtimes.items()

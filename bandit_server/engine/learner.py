@@ -228,7 +228,8 @@ class Learner:
 
     def checkpoint_all(self) -> None:
         for name, model in self._models().items():
-            if model.deleted or model.checkpointed_seq == model.learned_seq:
+            # A stalled model may have failed halfway through an event: never save it.
+            if model.deleted or model.stalled or model.checkpointed_seq == model.learned_seq:
                 continue
             data, seq, count = model.serialize()
             self._store.save(

@@ -27,6 +27,11 @@ def restore_model(
     checkpoint = store.latest(experiment, epoch) if resumable(vw_args) else None
     policy: VWPolicy | None = None
     seq = count = 0
+    if checkpoint is not None and checkpoint.learned_seq > decision_log.max_learned_seq(experiment):
+        # The checkpoint has events the log lost (synchronous=NORMAL and a power cut): new
+        # events would reuse its seqs and be skipped. The log is the truth: replay all of it.
+        log.warning("checkpoint_ahead_of_log", experiment=experiment, seq=checkpoint.learned_seq)
+        checkpoint = None
     if checkpoint is not None and checkpoint.vw_args == vw_args:
         policy = VWPolicy.load(vw_args, checkpoint.model)
         seq, count = checkpoint.learned_seq, checkpoint.learned_count

@@ -165,6 +165,16 @@ class SQLiteDecisionLog:
         )
         return row is not None
 
+    def max_learned_seq(self, experiment: str) -> int:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM learned WHERE experiment = ?", (experiment,)
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
     def learn_items(self, experiment: str, after_seq: int = 0) -> Iterator[LearnItem]:
         """Learned events after `after_seq`, in learning order, with their example text."""
         rows = self._reader().execute(

@@ -238,8 +238,12 @@ class GroupCommitWriter:
 
     def _commit(self, jobs: list[_Job]) -> None:
         batch = _Batch(self._next_learned_seq)
-        learned = [batch.add(job.rows) for job in jobs]
-        if not self._transaction(batch):
+        try:
+            learned = [batch.add(job.rows) for job in jobs]
+        except Exception as exc:  # a row that cannot even be staged: find it one by one
+            self.last_error = exc
+            learned = []
+        if not learned or not self._transaction(batch):
             log.warning("log_batch_failed", error=repr(self.last_error), jobs=len(jobs))
             # Retry one by one so a bad row (a repeated event id) fails only its own request.
             for job in jobs:
@@ -257,7 +261,7 @@ class GroupCommitWriter:
             con.execute("BEGIN IMMEDIATE")
             batch.write(con)
             con.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # not only sqlite3.Error: binding can raise others
             self.last_error = exc
             if con.in_transaction:
                 con.execute("ROLLBACK")
@@ -266,7 +270,11 @@ class GroupCommitWriter:
 
     def _commit_one(self, job: _Job) -> None:
         batch = _Batch(self._next_learned_seq)
-        mine = batch.add(job.rows)
+        try:
+            mine = batch.add(job.rows)
+        except Exception as bad_row:  # the writer thread must outlive one bad row
+            job.done(bad_row, [])
+            return
         if not self._transaction(batch):
             exc: BaseException = self.last_error
             if isinstance(exc, sqlite3.IntegrityError) and any(
