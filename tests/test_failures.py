@@ -477,9 +477,33 @@ def test_a_checkpoint_ahead_of_the_log_is_not_used(tmp_path: Path) -> None:
         db.execute("DELETE FROM learned WHERE event_id != 'e0'")  # as if lost with the WAL
 
     async def after_power_cut(engine: Engine, clock: Clock) -> None:
+        # Dropped, not just skipped: it must not come back once new events reach its seq.
+        assert engine._store.latest("w", engine._runtimes["w"].epoch) is None
         assert engine.model("w").learned_count == 1
         await rank(engine, "e3")
         await engine.reward("w", "e3", 1.0)
         assert engine.model("w").learned_count == 2
 
     run(tmp_path, after_power_cut)
+
+
+def test_an_update_retried_after_its_caller_went_away_waits_for_the_first(tmp_path: Path) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        for i in range(5):
+            await rank(engine, f"e{i}")
+            await engine.reward("w", f"e{i}", 1.0)
+        change = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0,
+                                  Aggregation.EARLIEST, 0.0)  # fmt: skip
+        first = asyncio.ensure_future(engine.update_experiment(change))
+        await asyncio.sleep(0.01)
+        first.cancel()  # the client's deadline passed mid-retrain; it retries with a tweak
+        retry = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0,
+                                 Aggregation.EARLIEST, 2.0)  # fmt: skip
+        status = await engine.update_experiment(retry)
+        assert status.config == retry
+        await asyncio.gather(*engine._background)
+        assert engine.get_experiment("w").config == retry
+        assert engine._models["w"] is engine.model("w")
+
+    run(tmp_path, scenario)

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -48,6 +48,7 @@ from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from bandit_server.storage.sqlite_writer import Row
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 WINDOW_TICK_SECONDS = 0.25
 # Windows are closed in batches at most this often: under load a deadline passes every few
@@ -133,7 +134,7 @@ class Engine:
         # (experiment, event id) -> settles when that event's outcome commit in flight does.
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
-        self._background: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._update_locks: dict[str, asyncio.Lock] = {}
         # Deadlines of decisions whose commit is in flight (not yet in the heap): the close
         # watermark must stay below them too.
@@ -257,19 +258,21 @@ class Engine:
     async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         self._runtime(config.name, "experiment.name")
         config = _with_valid_args(config)
-        # One update of an experiment at a time: each compares with and replaces the settings.
-        lock = self._update_locks.setdefault(config.name, asyncio.Lock())
-        async with lock:
-            return await self._update(config)
+        return await self._run_to_end(self._update(config))
 
     async def _update(self, config: ExperimentConfig) -> ExperimentStatus:
-        runtime = self._runtime(config.name, "experiment.name")
-        if config.vw_args == runtime.config.vw_args:
-            self._save_config(config)
-            runtime.model.update_interval = config.model_update_interval_seconds
-            runtime.config = config
-        else:
-            await self._run_to_end(self._change_policy(runtime, config))
+        # One update of an experiment at a time: each compares with and replaces the settings.
+        # Held by the background task, not the caller, so a caller that goes away cannot let
+        # the next update in while this one is still retraining.
+        lock = self._update_locks.setdefault(config.name, asyncio.Lock())
+        async with lock:
+            runtime = self._runtime(config.name, "experiment.name")
+            if config.vw_args == runtime.config.vw_args:
+                self._save_config(config)
+                runtime.model.update_interval = config.model_update_interval_seconds
+                runtime.config = config
+            else:
+                await self._change_policy(runtime, config)
         log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
         return self._status(runtime)
 
@@ -306,14 +309,14 @@ class Engine:
         runtime.model = rebuilt
         runtime.config = config
 
-    async def _run_to_end(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _run_to_end(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` to its end even if the caller goes away (stop() waits for it)."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background_done)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
-    def _background_done(self, task: asyncio.Future[None]) -> None:
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Its caller may be gone: make sure the failure is seen.
@@ -352,6 +355,7 @@ class Engine:
             await asyncio.to_thread(
                 self.learner.call, lambda: self.learner.forget(name, self._store)
             )
+            self._update_locks.pop(name, None)
         finally:
             self._deleting.discard(name)
         log.info("experiment_deleted", experiment=name)

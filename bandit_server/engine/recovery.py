@@ -23,15 +23,13 @@ def restore_model(
     update_interval: float,
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it, in learned order."""
+    # A checkpoint past the log's last learned row holds events the log lost (synchronous=NORMAL
+    # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
+    store.discard_after(experiment, decision_log.max_learned_seq(experiment))
     # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
     checkpoint = store.latest(experiment, epoch) if resumable(vw_args) else None
     policy: VWPolicy | None = None
     seq = count = 0
-    if checkpoint is not None and checkpoint.learned_seq > decision_log.max_learned_seq(experiment):
-        # The checkpoint has events the log lost (synchronous=NORMAL and a power cut): new
-        # events would reuse its seqs and be skipped. The log is the truth: replay all of it.
-        log.warning("checkpoint_ahead_of_log", experiment=experiment, seq=checkpoint.learned_seq)
-        checkpoint = None
     if checkpoint is not None and checkpoint.vw_args == vw_args:
         policy = VWPolicy.load(vw_args, checkpoint.model)
         seq, count = checkpoint.learned_seq, checkpoint.learned_count

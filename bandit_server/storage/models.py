@@ -32,6 +32,8 @@ class ModelStore(Protocol):
 
     def delete(self, experiment: str) -> None: ...
 
+    def discard_after(self, experiment: str, learned_seq: int) -> None: ...
+
 
 class DirectoryModelStore:
     """`root/<experiment>/<learned_seq>.vw` with a JSON sidecar; the newest few are kept.
@@ -80,6 +82,12 @@ class DirectoryModelStore:
 
     def delete(self, experiment: str) -> None:
         shutil.rmtree(self.root / experiment, ignore_errors=True)
+
+    def discard_after(self, experiment: str, learned_seq: int) -> None:
+        """Remove checkpoints past `learned_seq`: they hold events the log no longer has."""
+        for sidecar in (self.root / experiment).glob("*.json"):
+            if sidecar.stem.isdigit() and int(sidecar.stem) > learned_seq:
+                _remove(sidecar)
 
 
 def _epoch(sidecar: Path) -> str | None:
