@@ -82,6 +82,8 @@ class _Runtime:
     model: ExperimentModel
     open: dict[str, OpenEvent] = field(default_factory=dict)
     closed_until: float = float("-inf")
+    # One update at a time: each compares with and replaces the settings.
+    update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def result_from_row(row: DecisionRow) -> RankResult:
@@ -135,7 +137,6 @@ class Engine:
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
-        self._update_locks: dict[str, asyncio.Lock] = {}
         # Deadlines of decisions whose commit is in flight (not yet in the heap): the close
         # watermark must stay below them too.
         self._pending_deadlines: Counter[float] = Counter()
@@ -261,12 +262,12 @@ class Engine:
         return await self._run_to_end(self._update(config))
 
     async def _update(self, config: ExperimentConfig) -> ExperimentStatus:
-        # One update of an experiment at a time: each compares with and replaces the settings.
-        # Held by the background task, not the caller, so a caller that goes away cannot let
+        runtime = self._runtime(config.name, "experiment.name")
+        # Held by this background task, not the caller, so a caller that goes away cannot let
         # the next update in while this one is still retraining.
-        lock = self._update_locks.setdefault(config.name, asyncio.Lock())
-        async with lock:
-            runtime = self._runtime(config.name, "experiment.name")
+        async with runtime.update_lock:
+            if self._runtimes.get(config.name) is not runtime:
+                raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
             if config.vw_args == runtime.config.vw_args:
                 self._save_config(config)
                 runtime.model.update_interval = config.model_update_interval_seconds
@@ -355,7 +356,6 @@ class Engine:
             await asyncio.to_thread(
                 self.learner.call, lambda: self.learner.forget(name, self._store)
             )
-            self._update_locks.pop(name, None)
         finally:
             self._deleting.discard(name)
         log.info("experiment_deleted", experiment=name)
