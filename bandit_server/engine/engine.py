@@ -168,20 +168,23 @@ class Engine:
     def _load_runtime(self, row: ExperimentRow) -> _Runtime:
         """An experiment's model and open windows as the log has them (any thread)."""
         config = ExperimentConfig.from_json_dict(json.loads(row.config_json))
-        model = restore_model(
-            self.log,
-            self._store,
-            config.name,
-            config.vw_args,
-            row.epoch,
-            config.model_update_interval_seconds,
-        )
+        model = self._restore_model(config, row.epoch)
         runtime = _Runtime(config, row.epoch, model)
         runtime.closed_until = self.log.closed_until(config.name)
         for event in open_events(self.log, config.name):
             runtime.open[event.event_id] = event
         self._set_model(config.name, model)
         return runtime
+
+    def _restore_model(self, config: ExperimentConfig, epoch: str) -> ExperimentModel:
+        return restore_model(
+            self.log,
+            self._store,
+            config.name,
+            config.vw_args,
+            epoch,
+            config.model_update_interval_seconds,
+        )
 
     def _add_runtime(self, runtime: _Runtime) -> None:
         name = runtime.config.name
@@ -290,14 +293,7 @@ class Engine:
         old_model = runtime.model
 
         def rebuild() -> ExperimentModel:
-            model = restore_model(
-                self.log,
-                self._store,
-                config.name,
-                config.vw_args,
-                runtime.epoch,
-                config.model_update_interval_seconds,
-            )
+            model = self._restore_model(config, runtime.epoch)
             with self._models_lock:
                 if old_model.deleted or self._models.get(config.name) is not old_model:
                     raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
@@ -611,10 +607,11 @@ class Engine:
         return len(closed)
 
     async def _save_watermarks(self) -> None:
-        # Capped below the earliest deadline still waiting in the heap: an event registered late
-        # (a clock stepped back, a commit that outlasted its window) may have a deadline below
-        # windows already closed, and a restart must still reopen it. Reopening a closed event
-        # is harmless: learned ones are skipped, the others close again without learning.
+        # Capped below the earliest deadline still waiting in the heap or still committing: an
+        # event registered late (a clock stepped back, a commit that outlasted its window) may
+        # have a deadline below windows already closed, and a restart must still reopen it.
+        # Reopening a closed event is harmless: learned ones are skipped, the others close again
+        # without learning.
         earliest = min(
             self._deadlines[0][0] if self._deadlines else math.inf,
             min(self._pending_deadlines, default=math.inf),

@@ -7,7 +7,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +70,13 @@ class DirectoryModelStore:
         """The newest readable checkpoint of this incarnation (`epoch`) of the experiment."""
         folder = self.root / experiment
         for sidecar in sorted(folder.glob("*.json"), reverse=True):
+            meta = _meta(sidecar)
+            if meta is None or meta.get("epoch", "") != epoch:
+                continue  # unreadable, or left by an earlier experiment of the same name
             try:
-                meta = json.loads(sidecar.read_text())
-                if meta.get("epoch", "") != epoch:
-                    continue  # left by an earlier experiment of the same name
                 model = sidecar.with_suffix(".vw").read_bytes()
                 return Checkpoint(model=model, **meta)
-            except (OSError, ValueError, TypeError, AttributeError):
+            except (OSError, TypeError):
                 continue  # unreadable or not a checkpoint: fall back to an older one
         return None
 
@@ -90,11 +90,18 @@ class DirectoryModelStore:
                 _remove(sidecar)
 
 
-def _epoch(sidecar: Path) -> str | None:
+def _meta(sidecar: Path) -> dict[str, Any] | None:
+    """A sidecar's fields, or None when it cannot be read as a JSON object."""
     try:
-        epoch = json.loads(sidecar.read_text()).get("epoch", "")
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _epoch(sidecar: Path) -> str | None:
+    meta = _meta(sidecar)
+    epoch = None if meta is None else meta.get("epoch", "")
     return epoch if isinstance(epoch, str) else None
 
 
