@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,17 +20,14 @@ from bandit_server.storage.sqlite_writer import _Batch
 from tests.test_reward_windows import ACTIONS, Clock, config, costs, rank, run
 
 
-def fail_commits(engine: Engine, *values: object, count: int = 2) -> None:
-    """The log's next `count` transactions holding a row with all of `values` (an event id, a
-    reward value) fail as on a full disk. A failed batch is retried job by job, so one request
-    takes two. Other commits (the background watermark saves) go through untouched."""
+def fail_transactions(
+    engine: Engine, matches: Callable[[_Batch], bool], count: float = math.inf
+) -> Callable[[], None]:
+    """The log's next `count` transactions for which `matches` holds fail as on a full disk;
+    the others go through untouched. Returns what puts the log back as it was."""
     writer = engine.log._writer
     original = writer._transaction
     left = [count]
-
-    def matches(batch: _Batch) -> bool:
-        tables = (batch.decisions, batch.rewards, batch.activations, batch.learned)
-        return any(all(v in row for v in values) for rows in tables for row in rows)
 
     def transaction(batch: _Batch) -> bool:
         if left[0] > 0 and matches(batch):
@@ -38,6 +37,35 @@ def fail_commits(engine: Engine, *values: object, count: int = 2) -> None:
         return original(batch)
 
     writer._transaction = transaction  # type: ignore[method-assign]
+    return lambda: setattr(writer, "_transaction", original)
+
+
+def fail_commits(engine: Engine, *values: object, count: int = 2) -> None:
+    """Fail the next `count` transactions holding a row with all of `values` (an event id, a
+    reward value). A failed batch is retried job by job, so one request takes two. Other
+    commits (the background watermark saves) go through."""
+
+    def matches(batch: _Batch) -> bool:
+        tables = (batch.decisions, batch.rewards, batch.activations, batch.learned)
+        return any(all(v in row for v in values) for rows in tables for row in rows)
+
+    fail_transactions(engine, matches, count)
+
+
+def fail_deletes(engine: Engine) -> Callable[[], None]:
+    return fail_transactions(engine, lambda batch: bool(batch.deletes))
+
+
+def fail_learning(model: ExperimentModel, event_id: str) -> None:
+    """VW rejects `event_id` when `model` learns it."""
+    learn = model.learn
+
+    def failing_learn(item: LearnItem) -> bool:
+        if item.event_id == event_id:
+            raise RuntimeError("VW rejected the example")
+        return learn(item)
+
+    model.learn = failing_learn  # type: ignore[method-assign]
 
 
 def test_a_reward_whose_commit_failed_counts_once_when_retried(tmp_path: Path) -> None:
@@ -137,14 +165,7 @@ def test_an_event_that_fails_to_learn_stalls_learning_without_hanging_calls(
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))
         model = engine.model("w")
-        learn = model.learn
-
-        def failing_learn(item: LearnItem) -> bool:
-            if item.event_id == "e1":
-                raise RuntimeError("VW rejected the example")
-            return learn(item)
-
-        model.learn = failing_learn  # type: ignore[method-assign]
+        fail_learning(model, "e1")
         for event_id in ("e1", "e2"):
             await rank(engine, event_id)
             await asyncio.wait_for(engine.reward("w", event_id, 1.0), timeout=20)
@@ -196,22 +217,13 @@ def test_a_delete_whose_commit_failed_leaves_the_experiment_as_it_was(tmp_path: 
         await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.25))
         for event_id in ("e1", "e2"):
             await rank(engine, event_id)
-        writer = engine.log._writer
-        original = writer._transaction
-
-        def failing(batch: _Batch) -> bool:
-            if batch.deletes:
-                writer.last_error = sqlite3.OperationalError("disk I/O error")
-                return False
-            return original(batch)
-
-        writer._transaction = failing  # type: ignore[method-assign]
+        put_back = fail_deletes(engine)
         reward = asyncio.ensure_future(engine.reward("w", "e2", 0.5))
         await asyncio.sleep(0)  # queued just before the delete, likely in its batch
         with pytest.raises(Unavailable):
             await engine.delete_experiment("w")
         await reward
-        writer._transaction = original  # type: ignore[method-assign]
+        put_back()
         assert engine.get_experiment("w").config.name == "w"
         clock.now += 11
         await engine.close_due_windows()
@@ -359,19 +371,11 @@ def test_a_failed_delete_that_cannot_reread_the_log_keeps_serving_a_stalled_mode
 ) -> None:
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))
-        writer = engine.log._writer
-        original = writer._transaction
-
-        def failing(batch: _Batch) -> bool:
-            if batch.deletes:
-                writer.last_error = sqlite3.OperationalError("disk I/O error")
-                return False
-            return original(batch)
 
         def unreadable() -> list[object]:
             raise sqlite3.OperationalError("disk I/O error")
 
-        writer._transaction = failing  # type: ignore[method-assign]
+        fail_deletes(engine)
         monkeypatch.setattr(engine.log, "experiments", unreadable)
         with pytest.raises(Unavailable):
             await engine.delete_experiment("w")
@@ -432,14 +436,7 @@ def test_a_stalled_model_is_never_checkpointed(tmp_path: Path) -> None:
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))
         model = engine.model("w")
-        learn = model.learn
-
-        def failing_learn(item: LearnItem) -> bool:
-            if item.event_id == "e1":
-                raise RuntimeError("VW failed halfway")
-            return learn(item)
-
-        model.learn = failing_learn  # type: ignore[method-assign]
+        fail_learning(model, "e1")
         for event_id in ("e0", "e1"):
             await rank(engine, event_id)
             await engine.reward("w", event_id, 1.0)
