@@ -10,9 +10,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bandit_server.core.memo import IdentityMemo
 from bandit_server.core.types import Action, FeatureValue, Namespace
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# Enough for every action of many experiments; a miss only costs re-encoding one action.
+_action_json: IdentityMemo[str] = IdentityMemo(limit=16_384, max_size=16 << 20)
 
 
 def _namespace_object(namespaces: Sequence[Namespace]) -> dict[str, dict[str, FeatureValue]]:
@@ -28,11 +31,25 @@ def _namespace_object(namespaces: Sequence[Namespace]) -> dict[str, dict[str, Fe
     return out
 
 
+def namespaces_json(namespaces: Sequence[Namespace]) -> str:
+    """{"namespace": {"feature": value, ...}, ...} as compact JSON."""
+    return str(_dumps(_namespace_object(namespaces)))
+
+
+def action_json(action: Action) -> str:
+    """One `_multi` entry; kept for an action object seen before (see core.memo)."""
+    text = _action_json.get(action)
+    if text is None:
+        text = namespaces_json(action.features)
+        _action_json.put(action, text, len(text))
+    return text
+
+
 def context_json(context: Sequence[Namespace], candidates: Sequence[Action]) -> str:
     """The DSJSON `c` object: shared namespaces, then `_multi` with one entry per candidate."""
-    shared: dict[str, object] = dict(_namespace_object(context))
-    shared["_multi"] = [_namespace_object(action.features) for action in candidates]
-    return str(_dumps(shared))
+    shared = namespaces_json(context)
+    multi = '"_multi":[' + ",".join([action_json(action) for action in candidates]) + "]}"
+    return shared[:-1] + ("," if len(shared) > 2 else "") + multi
 
 
 def prediction_line(c_json: str) -> str:

@@ -7,11 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from bandit_server.core.memo import IdentityMemo
 from bandit_server.errors import InvalidArgument, describe
 
 FeatureValue = str | float | bool
 
 MAX_ID_LENGTH = 256
+# Actions whose features passed check_namespaces (see core.memo): Rank sees the same ones again.
+_checked_actions: IdentityMemo[bool] = IdentityMemo(limit=16_384, max_size=16 << 20)
 
 
 # Named tuples, not dataclasses: Rank builds several per request and they are 3x cheaper to make.
@@ -75,6 +78,17 @@ def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
                 raise InvalidArgument(f"{fpath}.number_value", f"{value!r} is not a finite number")
 
 
+def _text_size(action: Action) -> int:
+    """Roughly the characters an action holds: what a memo of it keeps alive."""
+    size = len(action.id)
+    for namespace in action.features:
+        size += len(namespace.name)
+        for feature in namespace.features:
+            value = feature.value
+            size += len(feature.name) + (len(value) if isinstance(value, str) else 8)
+    return size
+
+
 def check_id(field: str, value: str, what: str) -> None:
     if not value:
         raise InvalidArgument(field, f"{what} is empty")
@@ -117,7 +131,9 @@ class RankInput:
                 raise InvalidArgument(
                     f"actions[{i}].id", f"{describe(action.id)} repeats actions[{first}].id"
                 )
-            check_namespaces(f"actions[{i}].features", action.features)
+            if _checked_actions.get(action) is None:
+                check_namespaces(f"actions[{i}].features", action.features)
+                _checked_actions.put(action, True, _text_size(action))
         excluded_seen: dict[str, int] = {}
         for i, action_id in enumerate(self.excluded_action_ids):
             if action_id not in positions:

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from bandit_server import errors
+from bandit_server.core.dsjson import context_json
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.core.types import Action, Feature, Namespace, RankResult
 from bandit_server.engine.engine import ExperimentStatus
@@ -225,3 +226,57 @@ def test_each_domain_error_maps_to_its_status(error: Exception, code: grpc.Statu
 def test_unmapped_exceptions_map_to_none(error: Exception) -> None:
     """Unmapped exceptions, even plain ValueError/LookupError, map to None (INTERNAL)."""
     assert status_for(error) is None
+
+
+def _action_message(action_id: str, **value: object) -> pb.Action:
+    return pb.Action(
+        id=action_id,
+        features=[pb.Namespace(name="A", features=[pb.Feature(name="x", **value)])],  # type: ignore[arg-type]
+    )
+
+
+def test_the_same_action_bytes_give_the_same_action_object() -> None:
+    """Actions repeat across Ranks; one converted object per wire form lets the memos hit."""
+    a, b = _action_message("a", string_value="v"), _action_message("b", number_value=2.0)
+    first = converters.rank_input(pb.RankRequest(experiment="exp", actions=[a, b]))
+    again = converters.rank_input(
+        pb.RankRequest.FromString(
+            pb.RankRequest(experiment="exp", actions=[b, a]).SerializeToString()
+        )
+    )
+    assert again.actions[1] is first.actions[0] and again.actions[0] is first.actions[1]
+    other = converters.rank_input(
+        pb.RankRequest(experiment="exp", actions=[_action_message("a", string_value="w")])
+    )
+    assert other.actions[0] == Action("a", (Namespace("A", (Feature("x", "w"),)),))
+
+
+def test_bool_and_number_actions_that_compare_equal_keep_their_own_json() -> None:
+    """True == 1.0 in Python; VW must still see `true` for one and `1.0` for the other."""
+    as_bool = converters.rank_input(
+        pb.RankRequest(experiment="exp", actions=[_action_message("a", bool_value=True)])
+    )
+    as_number = converters.rank_input(
+        pb.RankRequest(experiment="exp", actions=[_action_message("a", number_value=1.0)])
+    )
+    assert as_bool.actions == as_number.actions  # equal tuples, different wire forms
+    for _ in range(2):  # the second round is served from the memos
+        assert context_json((), as_bool.actions) == '{"_multi":[{"A":{"x":true}}]}'
+        assert context_json((), as_number.actions) == '{"_multi":[{"A":{"x":1.0}}]}'
+
+
+def test_an_invalid_action_is_named_at_its_position_in_every_request() -> None:
+    """Failures are never cached: the same bad action is reported where it is each time."""
+    bad_conversion = pb.Action(id="bad", features=[pb.Namespace(name="A", features=[
+        pb.Feature(name="x")])])  # fmt: skip
+    bad_number = _action_message("nan", number_value=float("nan"))
+    for position in (1, 2, 0):
+        for bad, field in (
+            (bad_conversion, f"actions[{position}].features[0].features[0].value"),
+            (bad_number, f"actions[{position}].features[0].features[0].number_value"),
+        ):
+            actions = [_action_message(f"ok{k}", string_value="v") for k in range(2)]
+            actions.insert(position, bad)
+            with pytest.raises(InvalidArgument) as info:
+                converters.rank_input(pb.RankRequest(experiment="exp", actions=actions))
+            assert info.value.field == field

@@ -8,6 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bandit_server.core.dsjson import (
     DecisionRecord,
     Label,
@@ -209,3 +212,38 @@ def test_a_namespace_starting_with_a_non_ascii_letter_is_rejected_or_handled() -
         cwd=Path(__file__).resolve().parents[2],  # the repository root, so the package imports
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+
+
+_NAMES = st.text(alphabet="abcxyz", min_size=1, max_size=3)
+_VALUES = st.one_of(
+    st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False), st.booleans()
+)
+_NAMESPACES = st.lists(
+    st.tuples(_NAMES, st.dictionaries(_NAMES, _VALUES, max_size=3)),
+    max_size=3,
+    unique_by=lambda pair: pair[0],
+).map(lambda pairs: namespaces_from_mapping(dict(pairs)))
+
+
+def _reference_c(context: tuple[Namespace, ...], actions: tuple[Action, ...]) -> str:
+    def objects(namespaces: tuple[Namespace, ...]) -> dict[str, dict[str, object]]:
+        return {
+            ns.name: {f.name: f.value for f in ns.features if f.value is not False}
+            for ns in namespaces
+        }
+
+    shared: dict[str, object] = dict(objects(context))
+    shared["_multi"] = [objects(action.features) for action in actions]
+    return json.dumps(shared, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@settings(deadline=None)
+@given(context=_NAMESPACES, action_features=st.lists(_NAMESPACES, min_size=1, max_size=4))
+def test_context_json_is_the_plain_encoding_of_the_whole_object(
+    context: tuple[Namespace, ...], action_features: list[tuple[Namespace, ...]]
+) -> None:
+    """Built from per-action pieces (kept between calls), it equals encoding the object at once."""
+    actions = tuple(Action(f"a{k}", features) for k, features in enumerate(action_features))
+    expected = _reference_c(context, actions)
+    assert context_json(context, actions) == expected
+    assert context_json(context, actions) == expected  # the actions' JSON now comes from memo
