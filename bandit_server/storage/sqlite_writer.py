@@ -7,12 +7,12 @@ makes "committed before the RPC returns" cheap under load: one fsync covers ever
 
 from __future__ import annotations
 
-import json
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 
 import structlog
 
@@ -66,7 +66,9 @@ def _decision_params(row: DecisionRow) -> tuple[object, ...]:
         row.user_id,
         int(row.deferred),
         row.c_json,
-        json.dumps(row.action_ids, separators=(",", ":"), ensure_ascii=False),
+        # encode_basestring is json's own C string encoder (ensure_ascii=False); building the
+        # array by hand skips making a JSONEncoder per call, as json.dumps with options does.
+        "[" + ",".join(map(encode_basestring, row.action_ids)) + "]",
         row.excluded_json,
         # Plain joins: 3x cheaper than json.dumps, and the same JSON for ints and finite floats
         # (repr is the shortest round-trip form, as JSON writes it).

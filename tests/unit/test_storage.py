@@ -184,6 +184,15 @@ def test_a_decision_reads_back_exactly_as_written(manual: ManualLog) -> None:
     assert manual.log.decision("exp", "missing") is None
 
 
+def test_action_ids_with_json_special_characters_read_back_exactly(manual: ManualLog) -> None:
+    """Ids are free text: quotes, backslashes, control characters and non-ASCII survive."""
+    ids = ('say "hi"', "back\\slash", "tab\tnew\nline\x00", "ünï 🎲", "/")
+    row = _decision("odd", action_ids=ids, ranking=(4, 3, 2, 1, 0), probabilities=(0.2,) * 5)
+    manual.submit([row])
+    manual.commit()
+    assert manual.log.decision("exp", "odd") == row
+
+
 def test_a_duplicate_in_a_batch_fails_only_its_own_job(manual: ManualLog) -> None:
     """A duplicate decision fails only its own job (all its rows); the batch's others commit."""
     first = manual.submit([_decision("old")])
