@@ -10,12 +10,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bandit_server.core.memo import IdentityMemo
-from bandit_server.core.types import Action, FeatureValue, Namespace
+from bandit_server.core.types import Action, FeatureValue, Namespace, action_facts
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-# Enough for every action of many experiments; a miss only costs re-encoding one action.
-_action_json: IdentityMemo[str] = IdentityMemo(limit=16_384, max_size=16 << 20)
 
 
 def _namespace_object(namespaces: Sequence[Namespace]) -> dict[str, dict[str, FeatureValue]]:
@@ -37,16 +34,17 @@ def namespaces_json(namespaces: Sequence[Namespace]) -> str:
 
 
 def action_json(action: Action) -> str:
-    """One `_multi` entry; kept for an action object seen before (see core.memo)."""
-    text = _action_json.get(action)
-    if text is None:
-        text = namespaces_json(action.features)
-        _action_json.put(action, text, len(text))
-    return text
+    """One `_multi` entry; kept with the action's facts (core.types.action_facts)."""
+    facts = action_facts(action)
+    if facts.json is None:
+        facts.json = namespaces_json(action.features)
+    return facts.json
 
 
 def context_json(context: Sequence[Namespace], candidates: Sequence[Action]) -> str:
-    """The DSJSON `c` object: shared namespaces, then `_multi` with one entry per candidate."""
+    """The DSJSON `c` object: shared namespaces, then `_multi` with one entry per candidate.
+
+    Context namespace names never start with '_' (RankInput checks), so none is `_multi`."""
     shared = namespaces_json(context)
     multi = '"_multi":[' + ",".join([action_json(action) for action in candidates]) + "]}"
     return shared[:-1] + ("," if len(shared) > 2 else "") + multi

@@ -1,7 +1,8 @@
 """Bounded caches for Rank's hot path, where frontends send the same actions request after request.
 
-Both are bounded by entries and by a caller-measured size, so a client sending ever new, large
-actions cannot grow them without bound. When full they drop everything: cheaper per call than
+Both are bounded by entries and by a caller-measured size (callers measure what an entry keeps
+alive, not its wire form), and skip entries over a maximum size, so a client sending ever new,
+large actions cannot make them hold much. When full they drop everything: cheaper per call than
 keeping LRU order, and a working set of actions refills in one request each.
 """
 
@@ -15,11 +16,15 @@ V = TypeVar("V")
 
 
 class BoundedDict(Generic[K, V]):
-    def __init__(self, limit: int, max_size: int) -> None:
-        if limit < 1 or max_size < 1:
-            raise ValueError(f"limit and max_size must be at least 1, got {limit!r}, {max_size!r}")
+    def __init__(self, limit: int, max_size: int, max_entry_size: int) -> None:
+        if min(limit, max_size, max_entry_size) < 1:
+            raise ValueError(
+                "limit, max_size and max_entry_size must be at least 1, "
+                f"got {limit!r}, {max_size!r}, {max_entry_size!r}"
+            )
         self._limit = limit
         self._max_size = max_size
+        self._max_entry_size = max_entry_size
         self._size = 0
         self._entries: dict[K, V] = {}
 
@@ -27,7 +32,8 @@ class BoundedDict(Generic[K, V]):
         return self._entries.get(key)
 
     def put(self, key: K, value: V, size: int) -> None:
-        if size > self._max_size:
+        """Keep `value` unless its `size` is over the entry maximum (then it is not kept)."""
+        if size > self._max_entry_size:
             return
         if len(self._entries) >= self._limit or self._size + size > self._max_size:
             self._entries.clear()
@@ -46,8 +52,10 @@ class IdentityMemo(Generic[V]):
     for them differs. Each entry holds its key, so the key's id cannot be reused while cached.
     """
 
-    def __init__(self, limit: int, max_size: int) -> None:
-        self._entries: BoundedDict[int, tuple[object, V]] = BoundedDict(limit, max_size)
+    def __init__(self, limit: int, max_size: int, max_entry_size: int) -> None:
+        self._entries: BoundedDict[int, tuple[object, V]] = BoundedDict(
+            limit, max_size, max_entry_size
+        )
 
     def get(self, key: object) -> V | None:
         entry = self._entries._entries.get(id(key))  # one call less: this runs per action

@@ -13,8 +13,6 @@ from bandit_server.errors import InvalidArgument, describe
 FeatureValue = str | float | bool
 
 MAX_ID_LENGTH = 256
-# Actions whose features passed check_namespaces (see core.memo): Rank sees the same ones again.
-_checked_actions: IdentityMemo[bool] = IdentityMemo(limit=16_384, max_size=16 << 20)
 
 
 # Named tuples, not dataclasses: Rank builds several per request and they are 3x cheaper to make.
@@ -78,15 +76,42 @@ def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
                 raise InvalidArgument(f"{fpath}.number_value", f"{value!r} is not a finite number")
 
 
-def _text_size(action: Action) -> int:
-    """Roughly the characters an action holds: what a memo of it keeps alive."""
-    size = len(action.id)
+def approximate_bytes(action: Action) -> int:
+    """About the memory an Action holds in CPython (tuples, strings, floats): what keeping it in
+    a cache costs. Every feature counts, false ones too, though the DSJSON leaves them out."""
+    size = 100 + len(action.id)
     for namespace in action.features:
-        size += len(namespace.name)
+        size += 100 + len(namespace.name)
         for feature in namespace.features:
             value = feature.value
-            size += len(feature.name) + (len(value) if isinstance(value, str) else 8)
+            size += 150 + len(feature.name) + (len(value) if isinstance(value, str) else 0)
     return size
+
+
+class ActionFacts:
+    """What has been worked out about one Action object: that its features are valid, and its
+    DSJSON `_multi` entry (core.dsjson). Held in one memo so one bound covers both."""
+
+    __slots__ = ("checked", "json")
+
+    def __init__(self) -> None:
+        self.checked = False
+        self.json: str | None = None
+
+
+# Rank sees the same Action objects again: the converter hands out one per distinct wire form.
+_facts: IdentityMemo[ActionFacts] = IdentityMemo(
+    limit=4096, max_size=16 << 20, max_entry_size=16 << 10
+)
+
+
+def action_facts(action: Action) -> ActionFacts:
+    """The facts kept for this very object (see core.memo); fresh ones if it is not kept."""
+    facts = _facts.get(action)
+    if facts is None:
+        facts = ActionFacts()
+        _facts.put(action, facts, approximate_bytes(action))
+    return facts
 
 
 def check_id(field: str, value: str, what: str) -> None:
@@ -131,9 +156,10 @@ class RankInput:
                 raise InvalidArgument(
                     f"actions[{i}].id", f"{describe(action.id)} repeats actions[{first}].id"
                 )
-            if _checked_actions.get(action) is None:
+            facts = action_facts(action)
+            if not facts.checked:
                 check_namespaces(f"actions[{i}].features", action.features)
-                _checked_actions.put(action, True, _text_size(action))
+                facts.checked = True
         excluded_seen: dict[str, int] = {}
         for i, action_id in enumerate(self.excluded_action_ids):
             if action_id not in positions:

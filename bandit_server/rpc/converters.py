@@ -10,7 +10,15 @@ from bandit_server.core.experiment import (
     ExperimentConfig,
 )
 from bandit_server.core.memo import BoundedDict
-from bandit_server.core.types import Action, Feature, FeatureValue, Namespace, RankInput, RankResult
+from bandit_server.core.types import (
+    Action,
+    Feature,
+    FeatureValue,
+    Namespace,
+    RankInput,
+    RankResult,
+    approximate_bytes,
+)
 from bandit_server.engine.engine import ExperimentStatus
 from bandit_server.errors import InvalidArgument
 from bandit_server.learners.vw import DEFAULT_VW_ARGS
@@ -18,8 +26,10 @@ from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 
 # Converting an action costs several times more than serializing it back, and frontends send the
 # same actions with every Rank: one Action object per distinct wire form, which also lets the
-# DSJSON and validation memos (keyed by identity) hit.
-_actions: BoundedDict[bytes, Action] = BoundedDict(limit=16_384, max_size=16 << 20)
+# facts kept per Action object (core.types.action_facts) be found again.
+_actions: BoundedDict[bytes, Action] = BoundedDict(
+    limit=4096, max_size=16 << 20, max_entry_size=16 << 10
+)
 
 _AGGREGATION_TO_PB = {
     Aggregation.EARLIEST: pb.REWARD_AGGREGATION_EARLIEST,
@@ -63,26 +73,30 @@ def namespaces(messages: Iterable[pb.Namespace], field: str) -> tuple[Namespace,
     return tuple(out)
 
 
-def action(message: pb.Action, i: int) -> Action:
-    key = message.SerializeToString()
-    converted = _actions.get(key)
-    if converted is None:
-        converted = Action(message.id, namespaces(message.features, f"actions[{i}].features"))
-        _actions.put(key, converted, len(key))
-    return converted
-
-
 def rank_input(request: pb.RankRequest) -> RankInput:
     """Validated core input; raises InvalidArgument naming the field."""
-    return RankInput(
+    context = namespaces(request.context, "context")
+    actions = []
+    fresh = []
+    for i, message in enumerate(request.actions):
+        key = message.SerializeToString()
+        action = _actions.get(key)
+        if action is None:
+            action = Action(message.id, namespaces(message.features, f"actions[{i}].features"))
+            fresh.append((key, action))
+        actions.append(action)
+    result = RankInput(
         experiment=request.experiment,
         event_id=request.event_id,
-        context=namespaces(request.context, "context"),
-        actions=tuple([action(message, i) for i, message in enumerate(request.actions)]),
+        context=context,
+        actions=tuple(actions),
         excluded_action_ids=tuple(request.excluded_action_ids),
         defer_activation=request.defer_activation,
         user_id=request.user_id,
     )
+    for key, action in fresh:  # kept only once RankInput has found them valid
+        _actions.put(key, action, len(key) + approximate_bytes(action))
+    return result
 
 
 def namespace_messages(namespaces: Iterable[Namespace]) -> list[pb.Namespace]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bandit_server.app import GC_THRESHOLDS, settle_heap
+from bandit_server.app import GC_THRESHOLDS, freeze_startup_heap
 
 
 @pytest.fixture
@@ -19,10 +19,10 @@ def restore_gc() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_gc")
-def test_settle_heap_freezes_what_exists_and_raises_the_young_threshold() -> None:
+def test_freeze_startup_heap_freezes_what_exists_and_raises_the_young_threshold() -> None:
     gc.unfreeze()
     survivor = [object()]  # a container alive at start-up
-    settle_heap()
+    freeze_startup_heap()
     assert gc.get_freeze_count() > 0
     assert not any(obj is survivor for obj in gc.get_objects())  # frozen: no longer scanned
     assert gc.get_threshold() == GC_THRESHOLDS

@@ -8,9 +8,17 @@ import grpc
 import pytest
 
 from bandit_server import errors
+from bandit_server.core import types
 from bandit_server.core.dsjson import context_json
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
-from bandit_server.core.types import Action, Feature, Namespace, RankResult
+from bandit_server.core.types import (
+    Action,
+    Feature,
+    Namespace,
+    RankResult,
+    action_facts,
+    approximate_bytes,
+)
 from bandit_server.engine.engine import ExperimentStatus
 from bandit_server.errors import InvalidArgument
 from bandit_server.learners.vw import DEFAULT_VW_ARGS
@@ -280,3 +288,44 @@ def test_an_invalid_action_is_named_at_its_position_in_every_request() -> None:
             with pytest.raises(InvalidArgument) as info:
                 converters.rank_input(pb.RankRequest(experiment="exp", actions=actions))
             assert info.value.field == field
+
+
+def _many_false_features(action_id: str, n: int) -> pb.Action:
+    features = [pb.Feature(name=f"f{k}", bool_value=False) for k in range(n)]
+    return pb.Action(id=action_id, features=[pb.Namespace(name="A", features=features)])
+
+
+def test_an_action_too_large_to_keep_is_converted_per_request() -> None:
+    """False features vanish from the DSJSON but not from memory: they count toward the size,
+    so an action of thousands of them is neither cached nor memoized, and still served right."""
+    message = _many_false_features("big", 5000)
+    first = converters.rank_input(pb.RankRequest(experiment="exp", actions=[message]))
+    again = converters.rank_input(pb.RankRequest(experiment="exp", actions=[message]))
+    assert first.actions == again.actions and first.actions[0] is not again.actions[0]
+    assert action_facts(first.actions[0]) is not action_facts(first.actions[0])
+    assert context_json((), first.actions) == '{"_multi":[{"A":{}}]}'
+
+
+def test_the_caches_stay_within_their_bounds_under_ever_new_actions() -> None:
+    """A client sending a new, fairly large action with every Rank cannot grow what is kept."""
+    for k in range(1200):  # about 18 MiB of actions: both caches must start over
+        rank = converters.rank_input(
+            pb.RankRequest(experiment="exp", actions=[_many_false_features(f"a{k}", 100)])
+        )
+        context_json((), rank.actions)
+    kept = [action for action in converters._actions._entries.values()]
+    assert sum(approximate_bytes(a) for a in kept) <= 16 << 20 and len(kept) <= 4096
+    facts = [key for key, _ in types._facts._entries._entries.values()]
+    assert len(facts) <= 4096
+    assert sum(approximate_bytes(a) for a in facts) <= 16 << 20  # type: ignore[arg-type]
+
+
+def test_actions_of_an_invalid_request_are_not_kept() -> None:
+    """Only actions of requests that passed validation enter the cache."""
+    before = len(converters._actions)
+    for k in range(50):
+        bad = pb.RankRequest(experiment="exp", event_id="x" * 300, actions=[
+            _action_message(f"never-kept-{k}", string_value="v")])  # fmt: skip
+        with pytest.raises(InvalidArgument):
+            converters.rank_input(bad)
+    assert len(converters._actions) <= before
