@@ -144,6 +144,38 @@ def test_non_finite_reward_is_rejected_and_not_logged(server: ServerThread) -> N
         assert db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0] == 0
 
 
+def test_numbers_vw_cannot_learn_from_safely_are_rejected_and_change_nothing(
+    server: ServerThread,
+) -> None:
+    """Past 1e30 VW's 32-bit floats overflow (NaN probabilities, or --synthcover never returns):
+    such a feature value or reward is INVALID_ARGUMENT naming the field, nothing is logged, and
+    the experiment keeps serving."""
+    _create(server, vw_args="--cb_explore_adf --squarecb -q UA")
+    ranked = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
+    for bad in (1e39, -3e38, 1.0000001e30):
+        code, details = _code_and_details(
+            lambda bad=bad: server.bandit.Reward(
+                pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=bad)
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("value:")
+        assert repr(bad) in details
+        big = [pb.Namespace(name="User", features=[pb.Feature(name="n", number_value=bad)])]
+        code, details = _code_and_details(
+            lambda big=big: server.bandit.Rank(
+                pb.RankRequest(experiment="exp", context=big, actions=ACTIONS)
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.startswith("context[0].features[0].number_value:")
+    with sqlite3.connect(server.settings.data_dir / "decisions.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    server.bandit.Reward(pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=1e30))
+    again = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
+    assert abs(sum(a.probability for a in again.ranking) - 1) < 1e-9
+
+
 def test_experiment_admin_errors(server: ServerThread) -> None:
     """Duplicate create is ALREADY_EXISTS; bad vw_args and names are INVALID_ARGUMENT with VW's
     message; unknown names are NOT_FOUND."""

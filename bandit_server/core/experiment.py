@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from bandit_server.core.types import check_number
 from bandit_server.errors import InvalidArgument, describe
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -54,7 +55,7 @@ class ExperimentConfig:
                 "experiment.reward_wait_seconds",
                 f"{wait!r} must be > 0 and at most {MAX_REWARD_WAIT_SECONDS:.0f} (30 days)",
             )
-        _finite("experiment.default_reward", self.default_reward)
+        check_number("experiment.default_reward", self.default_reward)
         interval = _finite(
             "experiment.model_update_interval_seconds", self.model_update_interval_seconds
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bandit_server.core.experiment import Aggregation
+from bandit_server.core.types import MAX_NUMBER
+from bandit_server.errors import InvalidArgument
 
 
 @dataclass(slots=True)
@@ -37,6 +39,14 @@ def on_reward(
         return True, None
     if event.learned:
         return False, None
+    if aggregation is Aggregation.SUM:
+        total = event.reward_sum + value
+        if abs(total) > MAX_NUMBER:  # checked before any change: the call fails, nothing moves
+            raise InvalidArgument(
+                "value",
+                f"{value!r} would bring the event's summed reward to {total!r}, beyond "
+                f"{MAX_NUMBER:g} in magnitude, the most VW's 32-bit floats can learn from safely",
+            )
     if event.first_reward is None:
         event.first_reward = value
     event.reward_sum += value

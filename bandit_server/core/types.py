@@ -13,6 +13,10 @@ from bandit_server.errors import InvalidArgument, describe
 FeatureValue = str | float | bool
 
 MAX_ID_LENGTH = 256
+# VW keeps feature values and costs as 32-bit floats (largest 3.4e38). Magnitudes near or past
+# that become infinite inside VW: probabilities turn NaN (--squarecb, --softmax) and --synthcover
+# never returns. 1e30 learned fine in every reduction we tried and leaves room for VW's arithmetic.
+MAX_NUMBER = 1e30
 
 
 # Named tuples, not dataclasses: Rank builds several per request and they are 3x cheaper to make.
@@ -72,8 +76,8 @@ def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
                     f"feature {describe(feature.name)} repeats {path}.features[{ffirst}].name",
                 )
             value = feature.value
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InvalidArgument(f"{fpath}.number_value", f"{value!r} is not a finite number")
+            if isinstance(value, float) and not -MAX_NUMBER <= value <= MAX_NUMBER:
+                check_number(f"{fpath}.number_value", value)
 
 
 def approximate_bytes(action: Action) -> int:
@@ -112,6 +116,19 @@ def action_facts(action: Action) -> ActionFacts:
         facts = ActionFacts()
         _facts.put(action, facts, approximate_bytes(action))
     return facts
+
+
+def check_number(field: str, value: float) -> float:
+    """Raise InvalidArgument unless `value` is finite and within ±MAX_NUMBER."""
+    if not math.isfinite(value):
+        raise InvalidArgument(field, f"{value!r} is not a finite number")
+    if abs(value) > MAX_NUMBER:
+        raise InvalidArgument(
+            field,
+            f"{value!r} is larger in magnitude than {MAX_NUMBER:g}, the most VW's 32-bit floats "
+            "can learn from safely",
+        )
+    return value
 
 
 def check_id(field: str, value: str, what: str) -> None:

@@ -27,11 +27,11 @@ from bandit_server.core import joiner, sampling
 from bandit_server.core.dsjson import context_json
 from bandit_server.core.experiment import ExperimentConfig, check_experiment_name
 from bandit_server.core.joiner import OpenEvent
-from bandit_server.core.types import Action, RankInput, RankResult, check_id
+from bandit_server.core.types import Action, RankInput, RankResult, check_id, check_number
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.recovery import open_events, restore_model
-from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
+from bandit_server.errors import AlreadyExists, NotFound, Unavailable, describe
 from bandit_server.learners.vw import validate_args
 from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
@@ -470,8 +470,7 @@ class Engine:
         """Log a reward; learn it when the aggregation says so. Returns whether it was late."""
         runtime = self._runtime(experiment)
         check_id("event_id", event_id, "event_id")
-        if not math.isfinite(value):
-            raise InvalidArgument("value", f"{value!r} is not a finite number")
+        check_number("value", value)
         aggregation = runtime.config.aggregation
         return await self._record_outcome(
             runtime,

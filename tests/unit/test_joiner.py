@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bandit_server.core.experiment import Aggregation
-from bandit_server.core.joiner import OpenEvent, on_activate, on_close, on_reward
+from bandit_server.core.joiner import OpenEvent, on_activate, on_close, on_reward, snapshot
+from bandit_server.errors import InvalidArgument
 
 EARLIEST, SUM = Aggregation.EARLIEST, Aggregation.SUM
 DEADLINE = 100.0
@@ -206,3 +207,17 @@ def test_activating_an_event_that_was_not_deferred_learns_nothing_new() -> None:
     event = _event()
     on_reward(event, 1.0, IN_TIME, EARLIEST)
     assert on_activate(event, IN_TIME, EARLIEST) == (False, None)
+
+
+def test_sum_refuses_a_reward_that_would_take_the_sum_past_what_vw_learns_safely() -> None:
+    """Each reward is within 1e30, but their sum must be too: the one that would pass it is
+    INVALID_ARGUMENT naming `value`, and the window is left exactly as it was."""
+    event = _event()
+    assert on_reward(event, 6e29, IN_TIME, SUM) == (False, None)
+    before = snapshot(event)
+    with pytest.raises(InvalidArgument) as info:
+        on_reward(event, 6e29, IN_TIME, SUM)
+    assert info.value.field == "value" and "1.2e+30" in str(info.value)
+    assert snapshot(event) == before
+    assert on_reward(event, -6e29, IN_TIME, SUM) == (False, None)  # back within bounds: fine
+    assert on_close(event, SUM, DEFAULT) == -0.0

@@ -79,6 +79,18 @@ BAD_RANKS: list[tuple[dict[str, object], str, str]] = [
         "-inf is not a finite number",
     ),
     (
+        {"context": (Namespace("User", (Feature("big", 1.5e30),)),)},
+        "context[0].features[0].number_value",
+        "1.5e+30 is larger in magnitude than 1e+30, the most VW's 32-bit floats can learn from "
+        "safely",
+    ),
+    (
+        {"actions": (ACTIONS[0], _action("a1", Namespace("A", (Feature("v", -1e39),))))},
+        "actions[1].features[0].features[0].number_value",
+        "-1e+39 is larger in magnitude than 1e+30, the most VW's 32-bit floats can learn from "
+        "safely",
+    ),
+    (
         {"actions": (ACTIONS[0], _action("a1", OK_NS, OK_NS))},
         "actions[1].features[1].name",
         "namespace 'User' repeats actions[1].features[0].name",
@@ -138,9 +150,17 @@ def test_ids_of_exactly_256_characters_and_an_empty_event_id_are_accepted() -> N
 
 
 def test_feature_values_of_every_kind_are_accepted() -> None:
-    """Strings (even empty), finite numbers and both booleans are valid feature values."""
+    """Strings (even empty), numbers up to 1e30 in magnitude and both booleans are valid."""
     ns = Namespace(
-        "N", (Feature("s", ""), Feature("n", -1e300), Feature("t", True), Feature("f", False))
+        "N",
+        (
+            Feature("s", ""),
+            Feature("n", -1e30),
+            Feature("p", 1e30),
+            Feature("tiny", 5e-324),
+            Feature("t", True),
+            Feature("f", False),
+        ),
     )
     _rank(context=(ns,))
 
@@ -193,6 +213,8 @@ def test_experiment_rejects_unsafe_names(name: str) -> None:
         ("reward_wait_seconds", float("inf")),
         ("default_reward", float("nan")),
         ("default_reward", float("-inf")),
+        ("default_reward", 2e30),
+        ("default_reward", -1e39),
         ("model_update_interval_seconds", -0.5),
         ("model_update_interval_seconds", float("inf")),
         ("model_update_interval_seconds", float("nan")),
