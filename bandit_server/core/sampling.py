@@ -21,10 +21,12 @@ def draw(pmf: Pmf, u: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
     Probabilities are normalised to sum to 1 in float64 before drawing, and those exact numbers
     are returned, so what is logged is exactly what the draw used.
     """
-    total = sum(p for _, p in pmf)
+    ids = [action for action, _ in pmf]
+    weights = [p for _, p in pmf]
+    total = sum(weights)
     if not total > 0:
         raise ValueError(f"the model's distribution sums to {total!r}")
-    probs = [p / total for _, p in pmf]
+    probs = [p / total for p in weights]
     chosen = -1
     cumulative = 0.0
     for position, p in enumerate(probs):
@@ -34,5 +36,8 @@ def draw(pmf: Pmf, u: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
             break
     if chosen < 0:  # u fell past the rounded total: the last action with any mass
         chosen = max(i for i, p in enumerate(probs) if p > 0)
-    order = [chosen] + [i for i in range(len(pmf)) if i != chosen]
-    return tuple(pmf[i][0] for i in order), tuple(probs[i] for i in order)
+    after = chosen + 1
+    return (
+        (ids[chosen], *ids[:chosen], *ids[after:]),
+        (probs[chosen], *probs[:chosen], *probs[after:]),
+    )

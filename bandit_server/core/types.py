@@ -44,7 +44,7 @@ def _check_name(field: str, name: str, what: str) -> None:
         raise InvalidArgument(
             field, f"{what} name {describe(name)} starts with '_', reserved by VW"
         )
-    if what == "namespace" and not (first.isascii() and first.isprintable() and first != " "):
+    if what == "namespace" and not "!" <= first <= "~":  # printable ASCII, not a space
         # VW indexes a namespace by its first byte; a non-ASCII first character crashes it.
         raise InvalidArgument(
             field,
@@ -55,6 +55,29 @@ def _check_name(field: str, name: str, what: str) -> None:
 
 def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
     """Raise InvalidArgument naming the first bad namespace or feature under `field`."""
+    # Runs for every namespace of every Rank: the loop only tests; field paths and messages
+    # are built by _raise_first_problem once something is wrong.
+    seen_namespaces: dict[str, int] = {}
+    for i, namespace in enumerate(namespaces):
+        name = namespace.name
+        if not name or not "!" <= name[0] <= "~" or name[0] == "_" or name in seen_namespaces:
+            _raise_first_problem(field, namespaces)
+        seen_namespaces[name] = i
+        seen_features: set[str] = set()
+        for feature in namespace.features:
+            fname = feature.name
+            value = feature.value
+            if (
+                not fname
+                or fname[0] == "_"
+                or fname in seen_features
+                or (isinstance(value, float) and not -MAX_NUMBER <= value <= MAX_NUMBER)
+            ):
+                _raise_first_problem(field, namespaces)
+            seen_features.add(fname)
+
+
+def _raise_first_problem(field: str, namespaces: Sequence[Namespace]) -> None:
     seen_namespaces: dict[str, int] = {}
     for i, namespace in enumerate(namespaces):
         path = f"{field}[{i}]"
@@ -76,8 +99,9 @@ def check_namespaces(field: str, namespaces: Sequence[Namespace]) -> None:
                     f"feature {describe(feature.name)} repeats {path}.features[{ffirst}].name",
                 )
             value = feature.value
-            if isinstance(value, float) and not -MAX_NUMBER <= value <= MAX_NUMBER:
+            if isinstance(value, float):
                 check_number(f"{fpath}.number_value", value)
+    raise AssertionError(f"no problem found in {field}")  # the fast check saw one: a bug
 
 
 def approximate_bytes(action: Action) -> int:
@@ -167,8 +191,10 @@ class RankInput:
             raise InvalidArgument("actions", "no actions given; at least one is needed")
         positions: dict[str, int] = {}
         for i, action in enumerate(self.actions):
-            check_id(f"actions[{i}].id", action.id, "action id")
-            first = positions.setdefault(action.id, i)
+            action_id = action.id
+            if not action_id or len(action_id) > MAX_ID_LENGTH:  # the path only when needed
+                check_id(f"actions[{i}].id", action_id, "action id")
+            first = positions.setdefault(action_id, i)
             if first != i:
                 raise InvalidArgument(
                     f"actions[{i}].id", f"{describe(action.id)} repeats actions[{first}].id"

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
-from bandit_server.core.types import Action, Feature, Namespace, RankInput
+from bandit_server.core.types import (
+    Action,
+    Feature,
+    Namespace,
+    RankInput,
+    _raise_first_problem,
+    check_namespaces,
+)
 from bandit_server.errors import InvalidArgument
 
 # Hypothesis' per-example deadline is a timing check; these are pure CPU work, so none.
@@ -255,3 +262,29 @@ def test_experiment_config_is_frozen() -> None:
     config = ExperimentConfig("exp", "--cb_explore_adf")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.reward_wait_seconds = -1  # type: ignore[misc]
+
+
+_NAME = st.sampled_from(["", "a", "b", "_x", " a", "\u00e9t\u00e9", "~", "!", "Z"])
+_NUMBER = st.sampled_from([0.0, -1.5, 1e30, -1e30, 1.5e30, float("nan"), float("inf")])
+_FEATURES = st.lists(
+    st.builds(Feature, _NAME, st.one_of(_NUMBER, st.booleans(), st.text(max_size=2))),
+    max_size=3,
+)
+_NAMESPACES = st.lists(st.builds(Namespace, _NAME, _FEATURES.map(tuple)), max_size=3).map(tuple)
+
+
+@UNTIMED
+@given(namespaces=_NAMESPACES)
+def test_the_fast_namespace_check_agrees_with_the_detailed_one(
+    namespaces: tuple[Namespace, ...],
+) -> None:
+    """check_namespaces only tests on its happy path and hands problems to the detailed walk:
+    both must reject exactly the same inputs, with the same first error."""
+    try:
+        _raise_first_problem("context", namespaces)
+    except InvalidArgument as expected:
+        with pytest.raises(InvalidArgument) as info:
+            check_namespaces("context", namespaces)
+        assert str(info.value) == str(expected)
+    except AssertionError:  # the detailed walk found nothing wrong
+        check_namespaces("context", namespaces)
