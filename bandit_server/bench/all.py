@@ -1,7 +1,8 @@
 """`make bench`: Rank beside an empty handler on the same server, and the learner beside raw VW.
 
-Runs alternate (empty, rank, empty, rank) so machine noise hits both sides alike; the best run
-of each is reported. The load generator is a separate process so it does not share our GIL.
+Runs alternate (empty, floor, rank, empty, ...) so machine noise hits all alike; the best run of
+each is reported. The floor handler (bench.floor) does only what any Rank must, so its ratio is
+what is reachable here. The load generator is a separate process so it does not share our GIL.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import grpc
 
 from bandit_server.bench import learner as learner_bench
 from bandit_server.bench.load import WARMUP_REQUESTS
+from bandit_server.bench.methods import BENCH_VW_ARGS
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 from bandit_server.rpc.server import free_port
 
-VW_ARGS = "--cb_explore_adf --squarecb -q UA"
+VW_ARGS = BENCH_VW_ARGS
+METHODS = ("empty", "floor", "rank")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
@@ -75,11 +78,11 @@ def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object
     for concurrency in (1, 32):
         best: dict[str, dict[str, float]] = {}
         for _ in range(ROUNDS):
-            for method in ("empty", "rank"):
+            for method in METHODS:
                 result = _load(target, method, concurrency, server.pid)
                 if method not in best or result["rps"] > best[method]["rps"]:
                     best[method] = result
-        for method in ("empty", "rank"):
+        for method in METHODS:
             rows.append({"sync": sync, **best[method]})
     time.sleep(2.5)  # let the last windows close and the learner drain
     status = experiments.GetExperiment(pb.GetExperimentRequest(name="bench"))
@@ -96,26 +99,26 @@ def main() -> None:
     print(f"Rank vs an empty handler on the same server ({SECONDS:.0f} s runs, best of {ROUNDS})")
     print(
         f"{'sync':<7}{'in flight':>10}{'handler':>9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'rank/empty':>12}{'CPU us/req':>12}{'CPU empty/rank':>16}"
+        f"{'x/empty':>12}{'CPU us/req':>12}{'CPU empty/x':>16}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for sync in ("full", "normal"):
             data_dir = Path(tmp) / sync
             rows, counts = _serve_and_measure(sync, data_dir)
             results[sync] = {"rows": rows, **counts}
-            for i in range(0, len(rows), 2):
-                empty, rank = rows[i], rows[i + 1]
-                ratio = float(rank["rps"]) / float(empty["rps"])  # type: ignore[arg-type]
-                cpu_ratio = float(empty["cpu_us_per_request"]) / float(  # type: ignore[arg-type]
-                    rank["cpu_us_per_request"]  # type: ignore[arg-type]
-                )
-                for row in (empty, rank):
+            for i in range(0, len(rows), len(METHODS)):
+                empty = rows[i]
+                for row in rows[i : i + len(METHODS)]:
+                    ratio = float(row["rps"]) / float(empty["rps"])  # type: ignore[arg-type]
+                    cpu_ratio = float(empty["cpu_us_per_request"]) / float(  # type: ignore[arg-type]
+                        row["cpu_us_per_request"]  # type: ignore[arg-type]
+                    )
                     print(
                         f"{sync:<7}{row['concurrency']:>10}{row['method']:>9}{row['rps']:>10.0f}"
                         f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-                        + (f"{ratio:>12.2f}" if row is rank else f"{'':>12}")
+                        + (f"{ratio:>12.2f}" if row is not empty else f"{'':>12}")
                         + f"{row['cpu_us_per_request']:>12.0f}"
-                        + (f"{cpu_ratio:>16.2f}" if row is rank else "")
+                        + (f"{cpu_ratio:>16.2f}" if row is not empty else "")
                     )
             print(f"{sync:<7} learner kept up: {counts['learned']} of {counts['decisions']} "
                   "decisions learned 2.5 s after the load stopped")  # fmt: skip

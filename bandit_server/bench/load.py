@@ -11,7 +11,7 @@ import uuid
 import grpc
 import numpy as np
 
-from bandit_server.bench.server import EMPTY_METHOD
+from bandit_server.bench.methods import PATHS
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 
 WARMUP_REQUESTS = 50
@@ -44,7 +44,7 @@ async def run(
     target: str, method: str, concurrency: int, seconds: float, experiment: str
 ) -> dict[str, object]:
     requests = rank_requests(experiment, 60_000 if concurrency > 1 else 20_000)
-    path = EMPTY_METHOD if method == "empty" else "/bandit.v1.BanditService/Rank"
+    path = PATHS[method]
     latencies: list[float] = []
     next_index = 0
     async with grpc.aio.insecure_channel(target) as channel:
@@ -80,7 +80,7 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", required=True)
-    parser.add_argument("--method", choices=("rank", "empty"), required=True)
+    parser.add_argument("--method", choices=sorted(PATHS), required=True)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--experiment", default="bench")

@@ -1,7 +1,8 @@
-"""The benchmark's server: the real service plus an empty Rank handler on the same server.
+"""The benchmark's server: the real service plus an empty and a floor Rank on the same server.
 
 The empty handler deserialises a RankRequest and returns an empty RankResponse, so the ratio
-Rank / empty isolates what our Rank adds on top of gRPC itself.
+Rank / empty isolates what our Rank adds on top of gRPC itself; bench.floor is the least any
+Rank must add.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import grpc
 
 from bandit_server import logging as log_config
 from bandit_server.app import App
+from bandit_server.bench.floor import FloorRank
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.settings import Settings
-
-EMPTY_METHOD = "/bench.v1.Empty/Rank"
 
 
 async def _empty(request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     log_config.configure("warning")
     settings = Settings(port=args.port, data_dir=args.data_dir, sync=args.sync)
-    asyncio.run(App(settings, [empty_handler()]).serve_until_signal())
+    asyncio.run(App(settings, [empty_handler(), FloorRank().handler()]).serve_until_signal())
 
 
 if __name__ == "__main__":
