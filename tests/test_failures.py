@@ -425,7 +425,7 @@ def test_the_watermark_stays_below_decisions_still_committing(tmp_path: Path) ->
         await rank(engine, "e1")
         clock.now += 15
         await engine.close_due_windows()
-        engine._pending_deadlines[start + 5] += 1  # a Rank whose commit outlasted its window
+        engine._pending_deadlines[start + 5] = 1  # a Rank whose commit outlasted its window
         await engine._save_watermarks()
         assert engine.log.closed_until("w") < start + 5
 

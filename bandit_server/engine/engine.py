@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +139,9 @@ class Engine:
         self._background: set[asyncio.Future[Any]] = set()
         # Deadlines of decisions whose commit is in flight (not yet in the heap): the close
         # watermark must stay below them too.
-        self._pending_deadlines: Counter[float] = Counter()
+        # deadline -> decisions with it still committing. A plain dict: Counter's Python-level
+        # methods cost ~5% of the event loop's time a Rank.
+        self._pending_deadlines: dict[float, int] = {}
         self._stopping = False
         self.log: SQLiteDecisionLog
         self.learner: Learner
@@ -443,11 +445,13 @@ class Engine:
         )
 
         pending = self._pending_deadlines
-        pending[deadline] += 1
+        pending[deadline] = pending.get(deadline, 0) + 1
 
         def settled() -> None:
-            pending[deadline] -= 1
-            if not pending[deadline]:
+            left = pending[deadline] - 1
+            if left:
+                pending[deadline] = left
+            else:
                 del pending[deadline]
 
         def register() -> None:
