@@ -176,6 +176,27 @@ def test_numbers_vw_cannot_learn_from_safely_are_rejected_and_change_nothing(
     assert abs(sum(a.probability for a in again.ranking) - 1) < 1e-9
 
 
+def test_a_sum_reward_past_the_limit_is_refused_and_the_event_takes_later_rewards(
+    server: ServerThread,
+) -> None:
+    """SUM: the reward that would take an event's total past 1e30 is INVALID_ARGUMENT and not
+    logged; the event is not left busy, so the next reward is taken."""
+    _create(server, reward_aggregation=pb.REWARD_AGGREGATION_SUM)
+    ranked = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
+
+    def reward(value: float) -> pb.RewardResponse:
+        request = pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=value)
+        return server.bandit.Reward(request, timeout=10)
+
+    reward(6e29)
+    code, details = _code_and_details(lambda: reward(6e29))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("value: 6e+29")
+    reward(-1e29)
+    with sqlite3.connect(server.settings.data_dir / "decisions.sqlite3") as db:
+        logged = [row[0] for row in db.execute("SELECT value FROM rewards ORDER BY seq")]
+    assert logged == [6e29, -1e29]
+
+
 def test_experiment_admin_errors(server: ServerThread) -> None:
     """Duplicate create is ALREADY_EXISTS; bad vw_args and names are INVALID_ARGUMENT with VW's
     message; unknown names are NOT_FOUND."""

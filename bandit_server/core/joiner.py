@@ -31,6 +31,12 @@ class OpenEvent:
         return self.activated or not self.deferred
 
 
+def _cost(reward: float) -> float:
+    """The cost VW learns for a reward, within ±MAX_NUMBER whatever got logged before that
+    limit existed (or summed under another aggregation)."""
+    return -max(-MAX_NUMBER, min(MAX_NUMBER, reward))
+
+
 def on_reward(
     event: OpenEvent, value: float, now: float, aggregation: Aggregation
 ) -> tuple[bool, float | None]:
@@ -41,7 +47,10 @@ def on_reward(
         return False, None
     if aggregation is Aggregation.SUM:
         total = event.reward_sum + value
-        if abs(total) > MAX_NUMBER:  # checked before any change: the call fails, nothing moves
+        # Checked before any change: the call fails, nothing moves. Only a reward that takes
+        # the total further out is refused (an aggregation changed from EARLIEST can leave a
+        # total past the limit; _cost bounds what is learned from it).
+        if abs(total) > MAX_NUMBER and abs(total) > abs(event.reward_sum):
             raise InvalidArgument(
                 "value",
                 f"{value!r} would bring the event's summed reward to {total!r}, beyond "
@@ -53,7 +62,7 @@ def on_reward(
     event.reward_count += 1
     if aggregation is Aggregation.EARLIEST and event.active:
         event.learned = True
-        return False, -value
+        return False, _cost(value)
     return False, None
 
 
@@ -68,7 +77,7 @@ def on_activate(
     event.activated = True
     if aggregation is Aggregation.EARLIEST and event.first_reward is not None and not event.learned:
         event.learned = True
-        return False, -event.first_reward
+        return False, _cost(event.first_reward)
     return False, None
 
 
@@ -78,10 +87,10 @@ def on_close(event: OpenEvent, aggregation: Aggregation, default_reward: float) 
         return None
     event.learned = True
     if aggregation is Aggregation.SUM and event.reward_count:
-        return -event.reward_sum
+        return _cost(event.reward_sum)
     if aggregation is Aggregation.EARLIEST and event.first_reward is not None:
-        return -event.first_reward
-    return -default_reward
+        return _cost(event.first_reward)
+    return _cost(default_reward)
 
 
 State = tuple[bool, bool, float | None, float, int]

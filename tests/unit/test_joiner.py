@@ -221,3 +221,26 @@ def test_sum_refuses_a_reward_that_would_take_the_sum_past_what_vw_learns_safely
     assert snapshot(event) == before
     assert on_reward(event, -6e29, IN_TIME, SUM) == (False, None)  # back within bounds: fine
     assert on_close(event, SUM, DEFAULT) == -0.0
+
+
+def test_what_is_learned_stays_within_the_limit_whatever_was_summed_before() -> None:
+    """An event summed under EARLIEST (deferred, not yet active) and closed after the experiment
+    switched to SUM learns at most 1e30; a SUM reward that does not take the total further out
+    is still taken, one that does is refused."""
+    event = _event(deferred=True)
+    for _ in range(3):
+        assert on_reward(event, 1e30, IN_TIME, EARLIEST) == (False, None)
+    assert event.reward_sum > 1e30
+    assert on_reward(event, 0.0, IN_TIME, SUM) == (False, None)
+    assert on_reward(event, -1e29, IN_TIME, SUM) == (False, None)
+    with pytest.raises(InvalidArgument):
+        on_reward(event, 1e29, IN_TIME, SUM)
+    assert on_activate(event, IN_TIME, SUM) == (False, None)
+    assert on_close(event, SUM, DEFAULT) == -1e30
+
+
+def test_a_first_reward_logged_before_the_limit_is_learned_within_it() -> None:
+    """Replayed from an older log, an EARLIEST reward past 1e30 is learned as 1e30."""
+    event = _event(deferred=True)
+    event.first_reward, event.reward_sum, event.reward_count = -1e35, -1e35, 1
+    assert on_activate(event, IN_TIME, EARLIEST) == (False, 1e30)

@@ -264,7 +264,9 @@ def test_experiment_config_is_frozen() -> None:
         config.reward_wait_seconds = -1  # type: ignore[misc]
 
 
-_NAME = st.sampled_from(["", "a", "b", "_x", " a", "\u00e9t\u00e9", "~", "!", "Z"])
+_NAME = st.sampled_from(
+    ["", "a", "b", "_x", " a", "\u00e9t\u00e9", "~", "!", "Z", "\x7fa", "\x1f", "\ta"]
+)
 _NUMBER = st.sampled_from([0.0, -1.5, 1e30, -1e30, 1.5e30, float("nan"), float("inf")])
 _FEATURES = st.lists(
     st.builds(Feature, _NAME, st.one_of(_NUMBER, st.booleans(), st.text(max_size=2))),
@@ -288,3 +290,11 @@ def test_the_fast_namespace_check_agrees_with_the_detailed_one(
         assert str(info.value) == str(expected)
     except AssertionError:  # the detailed walk found nothing wrong
         check_namespaces("context", namespaces)
+
+
+def test_a_stored_default_reward_past_the_limit_still_loads_within_it() -> None:
+    """Settings stored before the ±1e30 limit must not stop the server from starting."""
+    stored = ExperimentConfig("exp", "--cb_explore_adf").to_json_dict()
+    for value, loaded in ((1e31, 1e30), (-1e300, -1e30), (0.5, 0.5)):
+        stored["default_reward"] = value
+        assert ExperimentConfig.from_json_dict(stored).default_reward == loaded
