@@ -176,6 +176,34 @@ def test_numbers_vw_cannot_learn_from_safely_are_rejected_and_change_nothing(
     assert abs(sum(a.probability for a in again.ranking) - 1) < 1e-9
 
 
+def test_numbers_whose_interacted_products_vw_cannot_hold_are_rejected(
+    server: ServerThread,
+) -> None:
+    """With -q :: VW multiplies pairs of values (a namespace with itself too): each must stay
+    within 1e15 so products stay within 1e30. Before, 2e19 made --squarecb predict NaN
+    (INTERNAL) and --synthcover never return, stopping the whole server."""
+    _create(server, vw_args="--cb_explore_adf --squarecb -q ::")
+
+    def rank(context: list[pb.Namespace], actions: list[pb.Action], **kw: object) -> object:
+        request = pb.RankRequest(experiment="exp", context=context, actions=actions, **kw)  # type: ignore[arg-type]
+        return server.bandit.Rank(request, timeout=10)
+
+    def number(name: str, value: float) -> list[pb.Namespace]:
+        return [pb.Namespace(name=name, features=[pb.Feature(name="n", number_value=value)])]
+
+    code, details = _code_and_details(lambda: rank(number("User", -2e19), ACTIONS))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("context[0].features[0].number_value: -2e+19 is larger")
+    assert "interactions" in details
+    big_action = pb.Action(id="big", features=number("Action", 1e16))
+    code, details = _code_and_details(lambda: rank([], [*ACTIONS, big_action]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith(f"actions[{len(ACTIONS)}].features[0].features[0].number_value:")
+    assert _decision_count(server) == 0
+    ranked = rank(number("User", 1e15), [*ACTIONS, big_action], excluded_action_ids=["big"])
+    assert abs(sum(a.probability for a in ranked.ranking) - 1) < 1e-9  # type: ignore[attr-defined]
+
+
 def test_a_sum_reward_past_the_limit_is_refused_and_the_event_takes_later_rewards(
     server: ServerThread,
 ) -> None:

@@ -120,11 +120,12 @@ class ActionFacts:
     """What has been worked out about one Action object: that its features are valid, and its
     DSJSON `_multi` entry (core.dsjson). Held in one memo so one bound covers both."""
 
-    __slots__ = ("checked", "json")
+    __slots__ = ("checked", "json", "largest")
 
     def __init__(self) -> None:
         self.checked = False
         self.json: str | None = None
+        self.largest: float | None = None  # largest number magnitude among its features
 
 
 # Rank sees the same Action objects again: the converter hands out one per distinct wire form.
@@ -140,6 +141,47 @@ def action_facts(action: Action) -> ActionFacts:
         facts = ActionFacts()
         _facts.put(action, facts, approximate_bytes(action))
     return facts
+
+
+def largest_number(namespaces: Sequence[Namespace]) -> float:
+    """The largest magnitude among the number features (0.0 if there are none)."""
+    largest = 0.0
+    for namespace in namespaces:
+        for feature in namespace.features:
+            value = feature.value
+            if isinstance(value, float) and abs(value) > largest:
+                largest = abs(value)
+    return largest
+
+
+def check_interacted_numbers(request: RankInput, bound: float, order: int) -> None:
+    """Raise InvalidArgument for the first number the model would see past `bound`: with
+    interactions of `order` namespaces VW multiplies that many values into one feature."""
+    excluded = set(request.excluded_action_ids)
+    places: list[tuple[str, Sequence[Namespace], float]] = [
+        ("context", request.context, largest_number(request.context))
+    ]
+    for i, action in enumerate(request.actions):
+        if action.id in excluded:
+            continue  # never shown to VW
+        facts = action_facts(action)
+        if facts.largest is None:
+            facts.largest = largest_number(action.features)
+        places.append((f"actions[{i}].features", action.features, facts.largest))
+    for field, namespaces, largest in places:
+        if largest <= bound:
+            continue
+        for i, namespace in enumerate(namespaces):
+            for j, feature in enumerate(namespace.features):
+                value = feature.value
+                if isinstance(value, float) and abs(value) > bound:
+                    raise InvalidArgument(
+                        f"{field}[{i}].features[{j}].number_value",
+                        f"{value!r} is larger in magnitude than {bound:g}: this experiment's "
+                        f"vw_args multiply up to {order} feature values together "
+                        "(interactions), and VW's 32-bit floats cannot learn from such products "
+                        "safely",
+                    )
 
 
 def check_number(field: str, value: float) -> float:

@@ -27,12 +27,20 @@ from bandit_server.core import joiner, sampling
 from bandit_server.core.dsjson import context_json
 from bandit_server.core.experiment import ExperimentConfig, check_experiment_name
 from bandit_server.core.joiner import OpenEvent
-from bandit_server.core.types import Action, RankInput, RankResult, check_id, check_number
+from bandit_server.core.types import (
+    MAX_NUMBER,
+    Action,
+    RankInput,
+    RankResult,
+    check_id,
+    check_interacted_numbers,
+    check_number,
+)
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.recovery import open_events, restore_model
 from bandit_server.errors import AlreadyExists, NotFound, Unavailable, describe
-from bandit_server.learners.vw import validate_args
+from bandit_server.learners.vw import interaction_order, number_bound, validate_args
 from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
@@ -420,6 +428,10 @@ class Engine:
 
     async def rank(self, request: RankInput) -> RankResult:
         runtime = self._runtime(request.experiment)
+        vw_args = runtime.config.vw_args
+        bound = number_bound(vw_args)
+        if bound < MAX_NUMBER:  # the model interacts namespaces: products must stay in range
+            check_interacted_numbers(request, bound, interaction_order(vw_args))
         event_id = request.event_id or uuid.uuid4().hex
         candidates = request.candidates()
         c_json = context_json(request.context, candidates)

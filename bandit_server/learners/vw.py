@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ import vowpal_wabbit_next as vw
 from vowpal_wabbit_next import _core as vw_core
 
 from bandit_server.core.policy import Pmf
+from bandit_server.core.types import MAX_NUMBER
 from bandit_server.errors import InvalidArgument, describe
 
 DEFAULT_VW_ARGS = "--cb_explore_adf --epsilon 0.2 -q ::"
@@ -39,6 +42,34 @@ _NOT_RESUMABLE = frozenset({"--bag", "--cover"})
 def resumable(args: str) -> bool:
     """Whether a checkpoint of a model made with `args` continues exactly like the original."""
     return not any(token.split("=", 1)[0] in _NOT_RESUMABLE for token in shlex.split(args))
+
+
+def interaction_order(args: str) -> int:
+    """The most feature values VW multiplies together into one feature under `args`: 2 with
+    -q/--quadratic (and --lrq), 3 with --cubic, the namespaces named with --interactions."""
+    tokens = shlex.split(args)
+    order = 1
+    for i, token in enumerate(tokens):
+        option, _, attached = token.partition("=")
+        value = attached or (tokens[i + 1] if i + 1 < len(tokens) else "")
+        short_q = option.startswith("-q") and not option.startswith("--")  # -q UA, -qUA
+        if short_q or option in ("--quadratic", "--lrq", "--lrqfa"):
+            order = max(order, 2)
+        elif option == "--cubic":
+            order = max(order, 3)
+        elif option == "--interactions":
+            order = max(order, len(value))
+        elif option == "--experimental_full_name_interactions":
+            order = max(order, value.count("|") + 1)
+    return order
+
+
+@functools.lru_cache(maxsize=256)
+def number_bound(args: str) -> float:
+    """The largest feature value magnitude safe under `args`: products of interacted values
+    stay within MAX_NUMBER (VW computes them in 32-bit floats; past their range --synthcover
+    never returns and --squarecb predicts NaN, found by review)."""
+    return float(10.0 ** (math.log10(MAX_NUMBER) / interaction_order(args)))  # 1e15 for -q
 
 
 def split_args(args: str | Sequence[str]) -> list[str]:

@@ -10,7 +10,14 @@ import pytest
 from bandit_server.core.dsjson import Label, context_json, learning_line, prediction_line
 from bandit_server.core.types import Action, namespaces_from_mapping
 from bandit_server.errors import InvalidArgument
-from bandit_server.learners.vw import DEFAULT_VW_ARGS, VWPolicy, resumable, validate_args
+from bandit_server.learners.vw import (
+    DEFAULT_VW_ARGS,
+    VWPolicy,
+    interaction_order,
+    number_bound,
+    resumable,
+    validate_args,
+)
 
 EXPLORERS = [
     "--cb_explore_adf --epsilon 0.1",
@@ -231,3 +238,25 @@ def test_validate_args_rejects_unbalanced_quotes() -> None:
         validate_args("--cb_explore_adf --epsilon '0.1", "experiment.vw_args")
     assert info.value.field == "experiment.vw_args"
     assert "is not a command line: No closing quotation" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "order", "bound"),
+    [
+        ("--cb_explore_adf --epsilon 0.2", 1, 1e30),
+        ("--cb_explore_adf -q ::", 2, 1e15),
+        ("--cb_explore_adf -qUA", 2, 1e15),
+        ("--cb_explore_adf --quadratic=UA --quiet", 2, 1e15),
+        ("--cb_explore_adf --lrq UA4", 2, 1e15),
+        ("--cb_explore_adf --cubic UUA", 3, 1e10),
+        ("--cb_explore_adf -q UA --cubic :::", 3, 1e10),
+        ("--cb_explore_adf --interactions ABCDE", 5, 1e6),
+        ("--cb_explore_adf --interactions=AB", 2, 1e15),
+    ],
+)
+def test_interacted_values_are_bounded_so_their_products_stay_within_1e30(
+    args: str, order: int, bound: float
+) -> None:
+    """VW multiplies `order` values into one interacted feature, in 32-bit floats."""
+    assert interaction_order(args) == order
+    assert number_bound(args) == pytest.approx(bound, rel=1e-12)
