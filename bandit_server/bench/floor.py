@@ -8,6 +8,7 @@ log row, draw or learning. Its ratio to the empty handler is the most Rank could
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 
@@ -45,7 +46,8 @@ class FloorRank:
     def _resolver(self) -> None:
         while True:
             loop, future = self._queue.get()
-            loop.call_soon_threadsafe(_resolve, future)
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
 
     async def rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> object:
         self._policy.predict_one(self._line)
