@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -502,5 +503,51 @@ def test_an_update_retried_after_its_caller_went_away_waits_for_the_first(tmp_pa
         await asyncio.gather(*engine._background)
         assert engine.get_experiment("w").config == retry
         assert engine._models["w"] is engine.model("w")
+
+    run(tmp_path, scenario)
+
+
+def test_two_decisions_sharing_a_deadline_keep_the_watermark_down_until_both_settle(
+    tmp_path: Path,
+) -> None:
+    """Deadlines still committing are counted: when one of two decisions with the same deadline
+    has settled, the other still holds it (and so the close watermark below it)."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        deadline = clock.now + 10
+        writer = engine.log._writer
+        original = writer._transaction
+        started = {event: threading.Event() for event in ("e1", "e2")}
+        release = {event: threading.Event() for event in ("e1", "e2")}
+
+        def transaction(batch: _Batch) -> bool:  # runs on the writer thread
+            for event in started:
+                if any(event in row for row in batch.decisions):
+                    started[event].set()
+                    release[event].wait(10)
+            return original(batch)
+
+        writer._transaction = transaction  # type: ignore[method-assign]
+
+        async def until(condition: Callable[[], bool]) -> None:
+            for _ in range(10_000):  # a bound, not a timing assumption: fail instead of hang
+                if condition():
+                    return
+                await asyncio.sleep(0.001)
+            raise AssertionError("the condition never held")
+
+        first = asyncio.create_task(rank(engine, "e1"))
+        await until(started["e1"].is_set)  # e1's transaction is on the writer, held
+        second = asyncio.create_task(rank(engine, "e2"))
+        await until(lambda: engine._pending_deadlines.get(deadline) == 2)
+        release["e1"].set()
+        await first
+        await until(started["e2"].is_set)
+        # Still counted, so the watermark stays below it (see the test above) until e2 settles.
+        assert engine._pending_deadlines == {deadline: 1}
+        release["e2"].set()
+        await second
+        assert engine._pending_deadlines == {}
 
     run(tmp_path, scenario)
