@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
-from bandit_server.core.types import RankInput
+from bandit_server.core.types import Feature, Namespace, RankInput
 from bandit_server.engine.engine import Engine
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.errors import Unavailable
@@ -549,5 +549,27 @@ def test_two_decisions_sharing_a_deadline_keep_the_watermark_down_until_both_set
         release["e2"].set()
         await second
         assert engine._pending_deadlines == {}
+
+    run(tmp_path, scenario)
+
+
+def test_a_policy_change_adding_interactions_stalls_on_a_logged_value_too_large_for_them(
+    tmp_path: Path,
+) -> None:
+    """A value fine without interactions (2e19 < 1e30) is past what -q allows (1e15). Retraining
+    on it under -q would reach VW (under --synthcover it never returns, hanging the learner and
+    the server); instead the model stalls there and says so, and Rank keeps answering."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        plain = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0)
+        await engine.create_experiment(plain)
+        big = (Namespace("User", (Feature("x", 2e19),)),)
+        await engine.rank(RankInput("w", "e1", big, ACTIONS))
+        await engine.reward("w", "e1", 1.0)
+        assert not engine.get_experiment("w").learning_stalled
+        interacted = ExperimentConfig("w", "--cb_explore_adf --squarecb -q ::", 10.0, 0.0)
+        await engine.update_experiment(interacted)
+        assert engine.get_experiment("w").learning_stalled
+        await rank(engine, "e2")  # small values: served by the model as it stood
 
     run(tmp_path, scenario)

@@ -147,12 +147,12 @@ def test_non_finite_reward_is_rejected_and_not_logged(server: ServerThread) -> N
 def test_numbers_vw_cannot_learn_from_safely_are_rejected_and_change_nothing(
     server: ServerThread,
 ) -> None:
-    """Past 1e30 VW's 32-bit floats overflow (NaN probabilities, or --synthcover never returns):
-    such a feature value or reward is INVALID_ARGUMENT naming the field, nothing is logged, and
-    the experiment keeps serving."""
+    """Past 1e30 VW's 32-bit floats overflow (NaN probabilities, or --synthcover never returns),
+    and past ~1e19 --regcb breaks on rewards: such a feature value (over 1e30) or reward (over
+    1e15) is INVALID_ARGUMENT naming the field, nothing is logged, the experiment keeps serving."""
     _create(server, vw_args="--cb_explore_adf --squarecb -q UA")
     ranked = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
-    for bad in (1e39, -3e38, 1.0000001e30):
+    for bad in (1e39, -3e38, 1.0000001e30):  # past both limits
         code, details = _code_and_details(
             lambda bad=bad: server.bandit.Reward(
                 pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=bad)
@@ -171,7 +171,7 @@ def test_numbers_vw_cannot_learn_from_safely_are_rejected_and_change_nothing(
     with sqlite3.connect(server.settings.data_dir / "decisions.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM rewards").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
-    server.bandit.Reward(pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=1e30))
+    server.bandit.Reward(pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=1e15))
     again = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
     assert abs(sum(a.probability for a in again.ranking) - 1) < 1e-9
 
@@ -207,7 +207,7 @@ def test_numbers_whose_interacted_products_vw_cannot_hold_are_rejected(
 def test_a_sum_reward_past_the_limit_is_refused_and_the_event_takes_later_rewards(
     server: ServerThread,
 ) -> None:
-    """SUM: the reward that would take an event's total past 1e30 is INVALID_ARGUMENT and not
+    """SUM: the reward that would take an event's total past 1e15 is INVALID_ARGUMENT and not
     logged; the event is not left busy, so the next reward is taken."""
     _create(server, reward_aggregation=pb.REWARD_AGGREGATION_SUM)
     ranked = server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
@@ -216,13 +216,14 @@ def test_a_sum_reward_past_the_limit_is_refused_and_the_event_takes_later_reward
         request = pb.RewardRequest(experiment="exp", event_id=ranked.event_id, value=value)
         return server.bandit.Reward(request, timeout=10)
 
-    reward(6e29)
-    code, details = _code_and_details(lambda: reward(6e29))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("value: 6e+29")
-    reward(-1e29)
+    reward(6e14)
+    code, details = _code_and_details(lambda: reward(6e14))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("value: 600000000000000.0")
+    reward(-1e14)
     with sqlite3.connect(server.settings.data_dir / "decisions.sqlite3") as db:
         logged = [row[0] for row in db.execute("SELECT value FROM rewards ORDER BY seq")]
-    assert logged == [6e29, -1e29]
+    assert logged == [6e14, -1e14]
 
 
 def test_experiment_admin_errors(server: ServerThread) -> None:

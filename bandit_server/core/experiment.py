@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from bandit_server.core.types import MAX_NUMBER, check_number
+from bandit_server.core.types import MAX_REWARD, check_number
 from bandit_server.errors import InvalidArgument, describe
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -55,7 +55,7 @@ class ExperimentConfig:
                 "experiment.reward_wait_seconds",
                 f"{wait!r} must be > 0 and at most {MAX_REWARD_WAIT_SECONDS:.0f} (30 days)",
             )
-        check_number("experiment.default_reward", self.default_reward)
+        check_number("experiment.default_reward", self.default_reward, MAX_REWARD)
         interval = _finite(
             "experiment.model_update_interval_seconds", self.model_update_interval_seconds
         )
@@ -76,14 +76,14 @@ class ExperimentConfig:
 
     @classmethod
     def from_json_dict(cls, data: dict[str, object]) -> ExperimentConfig:
-        """Settings as stored. A default_reward stored before the ±MAX_NUMBER limit existed is
+        """Settings as stored. A default_reward stored before the ±MAX_REWARD limit existed is
         brought within it, so the server still starts (and never learns an unsafe cost)."""
         default_reward = float(data["default_reward"])  # type: ignore[arg-type]
         return cls(
             name=str(data["name"]),
             vw_args=str(data["vw_args"]),
             reward_wait_seconds=float(data["reward_wait_seconds"]),  # type: ignore[arg-type]
-            default_reward=max(-MAX_NUMBER, min(MAX_NUMBER, default_reward)),
+            default_reward=max(-MAX_REWARD, min(MAX_REWARD, default_reward)),
             aggregation=Aggregation(str(data["aggregation"])),
             model_update_interval_seconds=float(data["model_update_interval_seconds"]),  # type: ignore[arg-type]
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bandit_server.core.experiment import Aggregation
-from bandit_server.core.types import MAX_NUMBER
+from bandit_server.core.types import MAX_REWARD
 from bandit_server.errors import InvalidArgument
 
 
@@ -32,9 +32,9 @@ class OpenEvent:
 
 
 def _cost(reward: float) -> float:
-    """The cost VW learns for a reward, within ±MAX_NUMBER whatever got logged before that
+    """The cost VW learns for a reward, within ±MAX_REWARD whatever got logged before that
     limit existed (or summed under another aggregation)."""
-    return -max(-MAX_NUMBER, min(MAX_NUMBER, reward))
+    return -max(-MAX_REWARD, min(MAX_REWARD, reward))
 
 
 def on_reward(
@@ -50,11 +50,11 @@ def on_reward(
         # Checked before any change: the call fails, nothing moves. Only a reward that takes
         # the total further out is refused (an aggregation changed from EARLIEST can leave a
         # total past the limit; _cost bounds what is learned from it).
-        if abs(total) > MAX_NUMBER and abs(total) > abs(event.reward_sum):
+        if abs(total) > MAX_REWARD and abs(total) > abs(event.reward_sum):
             raise InvalidArgument(
                 "value",
                 f"{value!r} would bring the event's summed reward to {total!r}, beyond "
-                f"{MAX_NUMBER:g} in magnitude, the most VW's 32-bit floats can learn from safely",
+                f"{MAX_REWARD:g} in magnitude, the most VW can learn from safely",
             )
     if event.first_reward is None:
         event.first_reward = value

@@ -17,6 +17,9 @@ MAX_ID_LENGTH = 256
 # that become infinite inside VW: probabilities turn NaN (--squarecb, --softmax) and --synthcover
 # never returns. 1e30 learned fine in every reduction we tried and leaves room for VW's arithmetic.
 MAX_NUMBER = 1e30
+# Rewards (so costs) tighter still: --regcb's confidence bounds broke from ~1e19 (a review found
+# Rank answering INTERNAL after a few rewards of 1e19); 1e15 leaves room and covers real rewards.
+MAX_REWARD = 1e15
 
 
 # Named tuples, not dataclasses: Rank builds several per request and they are 3x cheaper to make.
@@ -184,15 +187,14 @@ def check_interacted_numbers(request: RankInput, bound: float, order: int) -> No
                     )
 
 
-def check_number(field: str, value: float) -> float:
-    """Raise InvalidArgument unless `value` is finite and within ±MAX_NUMBER."""
+def check_number(field: str, value: float, limit: float = MAX_NUMBER) -> float:
+    """Raise InvalidArgument unless `value` is finite and within ±limit."""
     if not math.isfinite(value):
         raise InvalidArgument(field, f"{value!r} is not a finite number")
-    if abs(value) > MAX_NUMBER:
+    if abs(value) > limit:
         raise InvalidArgument(
             field,
-            f"{value!r} is larger in magnitude than {MAX_NUMBER:g}, the most VW's 32-bit floats "
-            "can learn from safely",
+            f"{value!r} is larger in magnitude than {limit:g}, the most VW can learn from safely",
         )
     return value
 

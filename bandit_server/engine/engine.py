@@ -29,6 +29,7 @@ from bandit_server.core.experiment import ExperimentConfig, check_experiment_nam
 from bandit_server.core.joiner import OpenEvent
 from bandit_server.core.types import (
     MAX_NUMBER,
+    MAX_REWARD,
     Action,
     RankInput,
     RankResult,
@@ -486,7 +487,7 @@ class Engine:
         """Log a reward; learn it when the aggregation says so. Returns whether it was late."""
         runtime = self._runtime(experiment)
         check_id("event_id", event_id, "event_id")
-        check_number("value", value)
+        check_number("value", value, MAX_REWARD)
         aggregation = runtime.config.aggregation
         return await self._record_outcome(
             runtime,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass
 
 from bandit_server.core.dsjson import Label, learning_line, prediction_line
 from bandit_server.core.policy import Pmf
-from bandit_server.learners.vw import VWPolicy
+from bandit_server.core.types import MAX_NUMBER
+from bandit_server.learners.vw import VWPolicy, number_bound
 from bandit_server.storage.records import LearnItem
 
 
@@ -17,6 +20,29 @@ def model_version(epoch: str, vw_args: str, learned_count: int) -> str:
     """Opaque, and different for every distinct served model of an experiment."""
     args_hash = hashlib.blake2b(vw_args.encode(), digest_size=3).hexdigest()
     return f"{epoch}-{args_hash}-{learned_count}"
+
+
+def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str) -> None:
+    """Raise ValueError if the example holds a number past `bound` in magnitude."""
+    digits = len(str(int(bound)))
+    # Cheap first: JSON writes such a number with an exponent or with that many digits; a
+    # string feature can also match, so the parse below decides.
+    if not re.search(rf"e\+|\d{{{digits}}}", c_json):
+        return
+    document = json.loads(c_json)
+    objects = [document, *document.get("_multi", ())]
+    for namespaces in objects:
+        for name, features in namespaces.items():
+            if name == "_multi" or not isinstance(features, dict):
+                continue
+            for value in features.values():
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if number and abs(value) > bound:
+                    raise ValueError(
+                        f"event {event_id!r} has the number {value!r}, past {bound:g} in "
+                        f"magnitude, which VW cannot learn from safely under {vw_args!r} "
+                        "(interacted values are multiplied in 32-bit floats)"
+                    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +71,7 @@ class ExperimentModel:
         self.epoch = epoch
         self.update_interval = update_interval
         self._policy = policy if policy is not None else VWPolicy(vw_args)
+        self._number_bound = number_bound(vw_args)
         self._lock = threading.Lock()
         self.learned_seq = learned_seq
         self.learned_count = learned_count
@@ -80,9 +107,17 @@ class ExperimentModel:
             )
 
     def learn(self, item: LearnItem) -> bool:
-        """Learn one event unless this model already includes it (replay overlaps the queue)."""
+        """Learn one event unless this model already includes it (replay overlaps the queue).
+
+        Raises ValueError, before VW sees it, for an event with a number past what this
+        model's interactions allow: Rank checks new events, but the log can hold older ones
+        made under settings without interactions (a vw_args change retrains on them), and VW
+        would never return on some (--synthcover). The caller stalls the model, as for any
+        event VW rejects."""
         if item.seq <= self.learned_seq:
             return False
+        if self._number_bound < MAX_NUMBER:
+            check_learned_numbers(item.event_id, item.c_json, self._number_bound, self.vw_args)
         line = learning_line(item.c_json, Label(item.chosen_index, item.probability, item.cost))
         with self._lock:
             self._policy.learn_one(line)

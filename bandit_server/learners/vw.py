@@ -46,7 +46,8 @@ def resumable(args: str) -> bool:
 
 def interaction_order(args: str) -> int:
     """The most feature values VW multiplies together into one feature under `args`: 2 with
-    -q/--quadratic (and --lrq), 3 with --cubic, the namespaces named with --interactions."""
+    -q/--quadratic (and --lrq, --automl), 3 with --cubic (or --automl's cubic interaction
+    type), the namespaces named with --interactions."""
     tokens = shlex.split(args)
     order = 1
     for i, token in enumerate(tokens):
@@ -61,6 +62,8 @@ def interaction_order(args: str) -> int:
             order = max(order, len(value))
         elif option == "--experimental_full_name_interactions":
             order = max(order, value.count("|") + 1)
+        elif option == "--automl":  # adds interactions of its own, quadratic unless told
+            order = max(order, 3 if "cubic" in tokens else 2)
     return order
 
 

@@ -210,37 +210,37 @@ def test_activating_an_event_that_was_not_deferred_learns_nothing_new() -> None:
 
 
 def test_sum_refuses_a_reward_that_would_take_the_sum_past_what_vw_learns_safely() -> None:
-    """Each reward is within 1e30, but their sum must be too: the one that would pass it is
+    """Each reward is within 1e15, but their sum must be too: the one that would pass it is
     INVALID_ARGUMENT naming `value`, and the window is left exactly as it was."""
     event = _event()
-    assert on_reward(event, 6e29, IN_TIME, SUM) == (False, None)
+    assert on_reward(event, 6e14, IN_TIME, SUM) == (False, None)
     before = snapshot(event)
     with pytest.raises(InvalidArgument) as info:
-        on_reward(event, 6e29, IN_TIME, SUM)
-    assert info.value.field == "value" and "1.2e+30" in str(info.value)
+        on_reward(event, 6e14, IN_TIME, SUM)
+    assert info.value.field == "value" and "1200000000000000.0" in str(info.value)
     assert snapshot(event) == before
-    assert on_reward(event, -6e29, IN_TIME, SUM) == (False, None)  # back within bounds: fine
+    assert on_reward(event, -6e14, IN_TIME, SUM) == (False, None)  # back within bounds: fine
     assert on_close(event, SUM, DEFAULT) == -0.0
 
 
 def test_what_is_learned_stays_within_the_limit_whatever_was_summed_before() -> None:
     """An event summed under EARLIEST (deferred, not yet active) and closed after the experiment
-    switched to SUM learns at most 1e30; a SUM reward that does not take the total further out
+    switched to SUM learns at most 1e15; a SUM reward that does not take the total further out
     is still taken, one that does is refused."""
     event = _event(deferred=True)
     for _ in range(3):
-        assert on_reward(event, 1e30, IN_TIME, EARLIEST) == (False, None)
-    assert event.reward_sum > 1e30
+        assert on_reward(event, 1e15, IN_TIME, EARLIEST) == (False, None)
+    assert event.reward_sum > 1e15
     assert on_reward(event, 0.0, IN_TIME, SUM) == (False, None)
-    assert on_reward(event, -1e29, IN_TIME, SUM) == (False, None)
+    assert on_reward(event, -1e14, IN_TIME, SUM) == (False, None)
     with pytest.raises(InvalidArgument):
-        on_reward(event, 1e29, IN_TIME, SUM)
+        on_reward(event, 1e14, IN_TIME, SUM)
     assert on_activate(event, IN_TIME, SUM) == (False, None)
-    assert on_close(event, SUM, DEFAULT) == -1e30
+    assert on_close(event, SUM, DEFAULT) == -1e15
 
 
 def test_a_first_reward_logged_before_the_limit_is_learned_within_it() -> None:
-    """Replayed from an older log, an EARLIEST reward past 1e30 is learned as 1e30."""
+    """Replayed from an older log, an EARLIEST reward past 1e15 is learned as 1e15."""
     event = _event(deferred=True)
     event.first_reward, event.reward_sum, event.reward_count = -1e35, -1e35, 1
-    assert on_activate(event, IN_TIME, EARLIEST) == (False, 1e30)
+    assert on_activate(event, IN_TIME, EARLIEST) == (False, 1e15)

@@ -252,6 +252,8 @@ def test_validate_args_rejects_unbalanced_quotes() -> None:
         ("--cb_explore_adf -q UA --cubic :::", 3, 1e10),
         ("--cb_explore_adf --interactions ABCDE", 5, 1e6),
         ("--cb_explore_adf --interactions=AB", 2, 1e15),
+        ("--cb_explore_adf --automl 3", 2, 1e15),
+        ("--cb_explore_adf --automl 3 --interaction_type cubic", 3, 1e10),
     ],
 )
 def test_interacted_values_are_bounded_so_their_products_stay_within_1e30(
