@@ -571,5 +571,7 @@ def test_a_policy_change_adding_interactions_stalls_on_a_logged_value_too_large_
         await engine.update_experiment(interacted)
         assert engine.get_experiment("w").learning_stalled
         await rank(engine, "e2")  # small values: served by the model as it stood
+        await engine.update_experiment(plain)  # the way back: retrains without interactions
+        assert not engine.get_experiment("w").learning_stalled
 
     run(tmp_path, scenario)
