@@ -44,6 +44,7 @@ def resumable(args: str) -> bool:
     return not any(token.split("=", 1)[0] in _NOT_RESUMABLE for token in shlex.split(args))
 
 
+@functools.lru_cache(maxsize=256)  # Rank asks on every call; shlex.split costs ~40 us here
 def interaction_order(args: str) -> int:
     """The most feature values VW multiplies together into one feature under `args`: 2 with
     -q/--quadratic (and --lrq, --automl), 3 with --cubic (or --automl's cubic interaction
