@@ -62,7 +62,8 @@ def on_reward(
     event.reward_count += 1
     if aggregation is Aggregation.EARLIEST and event.active:
         event.learned = True
-        return False, _cost(value)
+        # The first reward, not this one: rewards summed before a switch from SUM came first.
+        return False, _cost(event.first_reward)
     return False, None
 
 

@@ -39,6 +39,14 @@ def test_earliest_learns_the_first_reward_at_once_as_a_cost() -> None:
     assert event.learned and event.first_reward == 2.0
 
 
+def test_earliest_after_a_switch_from_sum_learns_the_first_reward_not_the_latest() -> None:
+    """Rewards received under SUM still came first: a switch to EARLIEST learns the first."""
+    event = _event()
+    assert on_reward(event, 1.0, IN_TIME, SUM) == (False, None)
+    assert on_reward(event, 5.0, IN_TIME + 1, EARLIEST) == (False, -1.0)
+    assert event.learned
+
+
 def test_earliest_ignores_rewards_after_it_learned() -> None:
     """EARLIEST: a reward after the event was learned is neither late nor learned nor recorded."""
     event = _event()
