@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -166,6 +167,28 @@ def test_snapshot_interval_serves_a_stale_model_until_the_next_publish(tmp_path:
         engine.model("w").publish()
         fresh = await engine.rank(RankInput("w", "e-fresh", (), ACTIONS))
         assert fresh.model_version != before.model_version
+
+    run(tmp_path, scenario)
+
+
+def test_switching_from_live_to_snapshots_keeps_serving_what_was_learned(tmp_path: Path) -> None:
+    """Interval 0 -> 3600 with the same vw_args: Rank keeps the model it served live, not the
+    snapshot taken when the experiment was created."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        live = ExperimentConfig("w", "--cb_explore_adf --squarecb", 600.0, 0.0,
+                                Aggregation.EARLIEST, 0.0)  # fmt: skip
+        await engine.create_experiment(live)
+        for i in range(30):
+            await engine.rank(RankInput("w", f"e{i}", (), ACTIONS))
+            await engine.reward("w", f"e{i}", 1.0)
+        served = await engine.rank(RankInput("w", "before", (), ACTIONS))
+        await engine.update_experiment(
+            dataclasses.replace(live, model_update_interval_seconds=3600.0)
+        )
+        after = await engine.rank(RankInput("w", "after", (), ACTIONS))
+        assert after.model_version == served.model_version
+        assert sorted(after.ranking) == sorted(served.ranking)
 
     run(tmp_path, scenario)
 

@@ -284,7 +284,11 @@ class Engine:
                 raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
             if config.vw_args == runtime.config.vw_args:
                 self._save_config(config)
-                runtime.model.update_interval = config.model_update_interval_seconds
+                model, interval = runtime.model, config.model_update_interval_seconds
+                # On the learner thread: a snapshot serializes the model (milliseconds).
+                await asyncio.to_thread(
+                    self.learner.call, lambda: model.set_update_interval(interval)
+                )
                 runtime.config = config
             else:
                 await self._change_policy(runtime, config)

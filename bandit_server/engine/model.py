@@ -125,6 +125,15 @@ class ExperimentModel:
             self.learned_count += 1
         return True
 
+    def set_update_interval(self, interval: float) -> None:
+        """Change how often Rank's snapshot is refreshed. A model that served live until now
+        publishes first: its snapshot may be as old as the experiment, and Rank must never go
+        back to an older model than the one it served."""
+        with self._lock:
+            if interval > 0 and self._snapshot.learned_count != self.learned_count:
+                self._snapshot = self._make_snapshot()
+            self.update_interval = interval
+
     def publish_due(self, now: float) -> bool:
         return (
             self.update_interval > 0
