@@ -253,6 +253,32 @@ def test_experiment_admin_errors(server: ServerThread) -> None:
     assert names == ["exp"]
 
 
+def test_vw_args_that_crash_vw_are_refused_and_the_server_lives_on(server: ServerThread) -> None:
+    """--bag 0 segfaults VW when it builds the model; --ksvm when it saves one. Either used to
+    kill the whole server from one CreateExperiment or UpdateExperiment."""
+    _create(server)
+    for args in ("--cb_explore_adf --bag 0", "--cb_explore_adf --ksvm"):
+        code, details = _code_and_details(lambda a=args: _create(server, "other", vw_args=a))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == (
+            f"experiment.vw_args: {args!r} crashes VW (SIGSEGV) while building, using or "
+            "saving a model"
+        )
+        update = pb.Experiment(name="exp", vw_args=args, reward_wait_seconds=1.0)
+        code, _ = _code_and_details(
+            lambda u=update: server.experiments.UpdateExperiment(
+                pb.UpdateExperimentRequest(experiment=u)
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    names = [
+        e.name for e in server.experiments.ListExperiments(pb.ListExperimentsRequest()).experiments
+    ]
+    assert names == ["exp"]
+    got = server.experiments.GetExperiment(pb.GetExperimentRequest(name="exp"))
+    assert "--bag" not in got.vw_args and "--ksvm" not in got.vw_args
+
+
 def test_rank_answer_shape_and_idempotence(server: ServerThread) -> None:
     """The ranking lists every candidate once, chosen first, summing to 1; excluded actions are
     absent; a repeated event_id returns the original answer and logs once."""

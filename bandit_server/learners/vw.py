@@ -16,6 +16,7 @@ from vowpal_wabbit_next import _core as vw_core
 from bandit_server.core.policy import Pmf
 from bandit_server.core.types import MAX_NUMBER
 from bandit_server.errors import InvalidArgument, describe
+from bandit_server.learners.vw_probe import probe
 
 DEFAULT_VW_ARGS = "--cb_explore_adf --epsilon 0.2 -q ::"
 
@@ -30,6 +31,9 @@ _DRIVER_OPTIONS = frozenset(
         "--id", "--no_stdin", "--compressed", "--examples", "--holdout_off",
         "--holdout_period", "--holdout_after", "--early_terminate",
         "--dump_json_weights_experimental",
+        # Not files, but the driver all the same: they print and exit, or talk to the network.
+        "-h", "--help", "--version", "--active", "--span_server", "--span_server_port",
+        "--unique_id", "--total", "--node",
     }
 )  # fmt: skip
 
@@ -84,10 +88,11 @@ def split_args(args: str | Sequence[str]) -> list[str]:
     return tokens
 
 
-def validate_args(args: str, field: str = "vw_args") -> str:
+def validate_args(args: str, field: str = "vw_args", isolate: bool = False) -> str:
     """Check that `args` makes a VW contextual-bandit explorer; return it normalised.
 
-    Raises InvalidArgument with VW's own message when VW rejects the command line.
+    Raises InvalidArgument with VW's own message when VW rejects the command line. `isolate`
+    first tries it in a child process (see vw_probe), for a caller that must outlive it.
     """
     try:
         tokens = shlex.split(args)
@@ -103,6 +108,8 @@ def validate_args(args: str, field: str = "vw_args") -> str:
                 f"{describe(args)}: option {option!r} controls files or VW's own driver; "
                 "the service manages data and models itself",
             )
+    if isolate:
+        probe(shlex.join(tokens), field)
     try:
         workspace = vw.Workspace(split_args(tokens))
     except Exception as exc:  # VW raises plain RuntimeError with its own message
