@@ -273,11 +273,12 @@ class Engine:
 
     async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         self._runtime(config.name, "experiment.name")
-        # A thread: the check runs VW in a child process first (~0.3 s).
-        config = await asyncio.to_thread(_with_valid_args, config)
         return await self._run_to_end(self._update(config))
 
     async def _update(self, config: ExperimentConfig) -> ExperimentStatus:
+        # Here, in the task that outlives the caller: validating takes ~0.3 s (a thread; VW
+        # runs in a child process first), and a caller leaving meanwhile must not undo it.
+        config = await asyncio.to_thread(_with_valid_args, config)
         runtime = self._runtime(config.name, "experiment.name")
         # Held by this background task, not the caller, so a caller that goes away cannot let
         # the next update in while this one is still retraining.
