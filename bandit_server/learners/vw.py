@@ -40,7 +40,11 @@ _DRIVER_OPTIONS = frozenset(
 
 # Reductions whose random state VW does not save with the model: a model restored from bytes and
 # fed more examples drifts from one that never stopped. Found by tests/unit/test_vw_policy.py.
-_NOT_RESUMABLE = frozenset({"--bag", "--cover"})
+_NOT_RESUMABLE = frozenset({"--bag", "--cover", "--rnd", "--cb_dro"})
+
+# A model with --nn's --dropout predicts differently right after a save and reload: snapshots,
+# checkpoints and the exported log could never reproduce what was served.
+_IRREPRODUCIBLE = frozenset({"--dropout"})
 
 
 def resumable(args: str) -> bool:
@@ -102,6 +106,12 @@ def validate_args(args: str, field: str = "vw_args", isolate: bool = False) -> s
         option = token.split("=", 1)[0]
         if not option.startswith("--") and len(option) > 2 and option[:2] in _DRIVER_OPTIONS:
             option = option[:2]  # a short option with its value attached: "-d/path"
+        if option in _IRREPRODUCIBLE:
+            raise InvalidArgument(
+                field,
+                f"{describe(args)}: option {option!r} makes a saved and reloaded model predict "
+                "differently, so no snapshot, checkpoint or export could reproduce it",
+            )
         if option in _DRIVER_OPTIONS:
             raise InvalidArgument(
                 field,
