@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
-from bandit_server.core.types import Feature, Namespace, RankInput
+from bandit_server.core.types import Feature, Namespace, RankInput, RankResult
 from bandit_server.engine.engine import Engine
 from bandit_server.engine.model import ExperimentModel
-from bandit_server.errors import Unavailable
+from bandit_server.errors import AlreadyExists, NotFound, Unavailable
 from bandit_server.storage.records import LearnItem
 from bandit_server.storage.sqlite_writer import _Batch
 from tests.test_reward_windows import ACTIONS, Clock, config, costs, rank, run
@@ -573,5 +573,42 @@ def test_a_policy_change_adding_interactions_stalls_on_a_logged_value_too_large_
         await rank(engine, "e2")  # small values: served by the model as it stood
         await engine.update_experiment(plain)  # the way back: retrains without interactions
         assert not engine.get_experiment("w").learning_stalled
+
+    run(tmp_path, scenario)
+
+
+def test_two_creates_of_one_name_at_once_give_already_exists(tmp_path: Path) -> None:
+    """Both pass the first name check before vw_args is tried in a child process; the second
+    must still get ALREADY_EXISTS, not an IntegrityError (INTERNAL). Found by an audit."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        results = await asyncio.gather(
+            engine.create_experiment(config(Aggregation.EARLIEST)),
+            engine.create_experiment(config(Aggregation.EARLIEST)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, AlreadyExists) for r in results) == 1
+        assert [s.config.name for s in engine.list_experiments()] == ["w"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_repeated_rank_racing_a_delete_is_not_found_not_internal(tmp_path: Path) -> None:
+    """The repeat fails the UNIQUE check, then the delete removes the original before the
+    repeat reads it back: NOT_FOUND (before, an AssertionError: INTERNAL). Found by an audit."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        await rank(engine, "e1")
+        drain, loop = engine._drain_settles, asyncio.get_running_loop()
+        # Settles wait 50 ms, as on a busy loop, so the delete commits in between.
+        engine.log.on_batch_end(
+            lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain))
+        )
+        repeat = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
+        await asyncio.sleep(0)
+        delete = asyncio.ensure_future(engine.delete_experiment("w"))
+        result, _ = await asyncio.gather(repeat, delete, return_exceptions=True)
+        assert isinstance(result, (NotFound, RankResult)), repr(result)
 
     run(tmp_path, scenario)

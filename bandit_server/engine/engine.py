@@ -240,12 +240,10 @@ class Engine:
         return ExperimentStatus(runtime.config, model.version, model.learned_count, model.stalled)
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
-        if config.name in self._runtimes:
-            raise AlreadyExists(f"experiment {config.name!r} already exists")
-        if config.name in self._deleting:
-            raise Unavailable(f"experiment {config.name!r} is being deleted; try again")
+        self._check_name_free(config.name)
         # A thread: the check runs VW in a child process first (~0.3 s).
         config = await asyncio.to_thread(_with_valid_args, config)
+        self._check_name_free(config.name)  # again: another create may have finished meanwhile
         now = self._clock()
         epoch = secrets.token_hex(3)
         self.log.execute_admin(
@@ -264,6 +262,12 @@ class Engine:
         self._set_model(config.name, model)
         log.info("experiment_created", experiment=config.name, vw_args=config.vw_args)
         return self._status(runtime)
+
+    def _check_name_free(self, name: str) -> None:
+        if name in self._runtimes:
+            raise AlreadyExists(f"experiment {name!r} already exists")
+        if name in self._deleting:
+            raise Unavailable(f"experiment {name!r} is being deleted; try again")
 
     def get_experiment(self, name: str) -> ExperimentStatus:
         return self._status(self._runtime(name, "name"))
@@ -486,7 +490,8 @@ class Engine:
             # The log's UNIQUE constraint caught a repeated event id (also when two requests
             # raced): answer what the first one got, log nothing twice.
             existing = self.log.decision(request.experiment, event_id)
-            assert existing is not None
+            if existing is None:  # the experiment was deleted since the UNIQUE check
+                raise NotFound(f"experiment {request.experiment!r} was deleted meanwhile") from None
             return result_from_row(existing)
         return result_from_row(row)
 

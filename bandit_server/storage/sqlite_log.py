@@ -278,6 +278,17 @@ class SQLiteDecisionLog:
         so training on the learned lines in file order repeats the learner exactly.
         """
         con = self._reader()
+        # One read transaction for both queries: an event learned between them would otherwise
+        # be in neither (export may run beside a live server).
+        con.execute("BEGIN")
+        try:
+            yield from self._export_rows(con, experiment)
+        finally:
+            con.execute("COMMIT")
+
+    def _export_rows(
+        self, con: sqlite3.Connection, experiment: str
+    ) -> Iterator[tuple[DecisionRow, float | None, int | None, bool]]:
         learned = con.execute(
             f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))},"
             " l.cost, l.seq FROM learned l JOIN decisions d"
