@@ -612,3 +612,25 @@ def test_a_repeated_rank_racing_a_delete_is_not_found_not_internal(tmp_path: Pat
         assert isinstance(result, (NotFound, RankResult)), repr(result)
 
     run(tmp_path, scenario)
+
+
+def test_a_reward_sent_with_its_rank_counts_even_before_the_rank_settles(tmp_path: Path) -> None:
+    """The decision is committed but the loop has not yet opened its window when the Reward
+    arrives: the Reward waits for it (before, it was logged in time yet never learned, and
+    EARLIEST learned the default instead). Found by an audit."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.0))
+        drain, loop = engine._drain_settles, asyncio.get_running_loop()
+        engine.log.on_batch_end(
+            lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain))
+        )
+        ranked = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
+        await asyncio.sleep(0.02)  # committed, not yet settled
+        assert await engine.reward("w", "e1", 1.0) is False
+        await ranked
+        clock.now += 20
+        await engine.close_due_windows()
+        assert costs(engine) == {"e1": -1.0}
+
+    run(tmp_path, scenario)

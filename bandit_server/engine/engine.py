@@ -90,6 +90,8 @@ class _Runtime:
     epoch: str
     model: ExperimentModel
     open: dict[str, OpenEvent] = field(default_factory=dict)
+    # Ranked events whose decision is committing: opened in `open` only once it settles.
+    committing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     closed_until: float = float("-inf")
     # One update at a time: each compares with and replaces the settings.
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -471,12 +473,22 @@ class Engine:
         pending = self._pending_deadlines
         pending[deadline] = pending.get(deadline, 0) + 1
 
+        # A Reward sent with its Rank can arrive after the commit and before `register` runs:
+        # it waits for this (see _record_outcome) instead of missing the event's window.
+        committing = runtime.committing
+        assert self._loop is not None
+        registered: asyncio.Future[None] = self._loop.create_future()
+        committing.setdefault(event_id, registered)  # a repeat waits on the original
+
         def settled() -> None:
             left = pending[deadline] - 1
             if left:
                 pending[deadline] = left
             else:
                 del pending[deadline]
+            if committing.get(event_id) is registered:
+                del committing[event_id]
+            registered.set_result(None)
 
         def register() -> None:
             settled()
@@ -534,8 +546,13 @@ class Engine:
         the model has learned it, so the next Rank sees it. Returns whether it was late."""
         experiment = runtime.config.name
         key = (experiment, event_id)
-        while (previous := self._busy.get(key)) is not None:
-            await asyncio.shield(previous)
+        while True:
+            if (previous := self._busy.get(key)) is not None:
+                await asyncio.shield(previous)
+            elif (ranking := runtime.committing.get(event_id)) is not None:
+                await asyncio.shield(ranking)
+            else:
+                break
             if self._runtimes.get(experiment) is not runtime:
                 raise Unavailable(f"experiment {experiment!r} changed while this call waited")
         now = self._clock()
