@@ -634,3 +634,24 @@ def test_a_reward_sent_with_its_rank_counts_even_before_the_rank_settles(tmp_pat
         assert costs(engine) == {"e1": -1.0}
 
     run(tmp_path, scenario)
+
+
+def test_an_update_whose_experiment_was_recreated_meanwhile_does_not_touch_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """An update still validating its vw_args (~0.3 s) when its experiment is deleted and
+    created again must not land on the new experiment. Found by review."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        changed = ExperimentConfig("w", "--cb_explore_adf --epsilon 0.3", 99.0, 0.0,
+                                   Aggregation.SUM, 0.0)  # fmt: skip
+        update = asyncio.ensure_future(engine.update_experiment(changed))
+        await asyncio.sleep(0)
+        await engine.delete_experiment("w")
+        await engine.create_experiment(config(Aggregation.EARLIEST))
+        results = await asyncio.gather(update, return_exceptions=True)
+        assert isinstance(results[0], NotFound), repr(results[0])
+        assert engine.get_experiment("w").config == config(Aggregation.EARLIEST)
+
+    run(tmp_path, scenario)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ from bandit_server.core.types import (
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.recovery import open_events, restore_model
-from bandit_server.errors import AlreadyExists, NotFound, Unavailable, describe
+from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
 from bandit_server.learners.vw import interaction_order, number_bound, validate_args
 from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
@@ -144,6 +145,7 @@ class Engine:
         self._window_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settles: deque[_Settle] = deque()
+        self._validator = ThreadPoolExecutor(1, thread_name_prefix="vw-args-check")
         # (experiment, event id) -> settles when that event's outcome commit in flight does.
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
@@ -225,6 +227,7 @@ class Engine:
                 await self._window_task
         await asyncio.to_thread(self.log.flush_and_stop_writing)
         await asyncio.to_thread(self.learner.stop)
+        self._validator.shutdown(wait=False, cancel_futures=True)
         self.log.close()
         log.info("engine_stopped")
 
@@ -243,8 +246,7 @@ class Engine:
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         self._check_name_free(config.name)
-        # A thread: the check runs VW in a child process first (~0.3 s).
-        config = await asyncio.to_thread(_with_valid_args, config)
+        config = await self._validated(config)
         self._check_name_free(config.name)  # again: another create may have finished meanwhile
         now = self._clock()
         epoch = secrets.token_hex(3)
@@ -278,31 +280,36 @@ class Engine:
         return [self._status(self._runtimes[name]) for name in sorted(self._runtimes)]
 
     async def update_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
-        self._runtime(config.name, "experiment.name")
-        return await self._run_to_end(self._update(config))
-
-    async def _update(self, config: ExperimentConfig) -> ExperimentStatus:
-        # Here, in the task that outlives the caller: validating takes ~0.3 s (a thread; VW
-        # runs in a child process first), and a caller leaving meanwhile must not undo it.
-        config = await asyncio.to_thread(_with_valid_args, config)
         runtime = self._runtime(config.name, "experiment.name")
+        return await self._run_to_end(self._update(runtime, config))
+
+    async def _update(self, runtime: _Runtime, config: ExperimentConfig) -> ExperimentStatus:
         # Held by this background task, not the caller, so a caller that goes away cannot let
-        # the next update in while this one is still retraining.
+        # the next update in while this one is still validating or retraining.
         async with runtime.update_lock:
+            # Validating takes ~0.3 s (VW runs in a child process first); a caller leaving
+            # meanwhile must not undo the update, and a later one must not overtake it.
+            config = await self._validated(config)
             if self._runtimes.get(config.name) is not runtime:
                 raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
             if config.vw_args == runtime.config.vw_args:
-                self._save_config(config)
                 model, interval = runtime.model, config.model_update_interval_seconds
                 # On the learner thread: a snapshot serializes the model (milliseconds).
                 await asyncio.to_thread(
                     self.learner.call, lambda: model.set_update_interval(interval)
                 )
+                self._save_config(config)
                 runtime.config = config
             else:
                 await self._change_policy(runtime, config)
         log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
         return self._status(runtime)
+
+    async def _validated(self, config: ExperimentConfig) -> ExperimentConfig:
+        """`config` with its vw_args checked, on a thread of its own: a check can take up to
+        vw_probe.PROBE_SECONDS and must not hold a thread that stop() or the learner needs."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._validator, _with_valid_args, config)
 
     def _save_config(self, config: ExperimentConfig) -> None:
         self.log.execute_admin(
@@ -339,9 +346,10 @@ class Engine:
 
     def _background_done(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # Its caller may be gone: make sure the failure is seen.
-            log.warning("experiment_change_failed", error=describe(task.exception()))
+        error = None if task.cancelled() else task.exception()
+        # Its caller may be gone: make sure a failure is seen, unless it was the request's.
+        if error is not None and not isinstance(error, (InvalidArgument, NotFound)):
+            log.warning("experiment_change_failed", error=describe(error))
 
     async def delete_experiment(self, name: str) -> None:
         runtime = self._runtime(name, "name")

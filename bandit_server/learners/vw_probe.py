@@ -13,41 +13,56 @@ import functools
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from bandit_server.core.dsjson import Label, learning_line, prediction_line
-from bandit_server.errors import InvalidArgument, describe
+from bandit_server.errors import InvalidArgument, Unavailable, describe
 
 PROBE_SECONDS = 30.0
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+_SIGNALS = {int(s) for s in signal.Signals}
 _DONE = "vw-probe-done"
 # Two actions, a context with a string and a number: enough to run every reduction once.
 _C_JSON = '{"User":{"s":"a","n":1.5},"_multi":[{"Action":{"v":"x"}},{"Action":{"v":"y"}}]}'
 
 
-@functools.lru_cache(maxsize=256)  # the same command line needs one try per server run
 def probe(args: str, field: str) -> None:
     """Raise InvalidArgument if building and using a model with `args` does not finish
     normally in a child process within PROBE_SECONDS."""
+    problem = _problem(args)
+    if problem is not None:
+        raise InvalidArgument(field, f"{describe(args)} {problem}")
+
+
+@functools.lru_cache(maxsize=256)  # one try per command line and server run, refusals too
+def _problem(args: str) -> str | None:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "bandit_server.learners.vw_probe", args],
+            cwd=_PACKAGE_PARENT,  # `-m` looks in the working directory first
+            stdin=subprocess.DEVNULL,
             capture_output=True,
-            text=True,
             timeout=PROBE_SECONDS,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise InvalidArgument(
-            field,
-            f"{describe(args)}: VW did not finish building and using a model within "
-            f"{PROBE_SECONDS:g} s (an option that waits on a socket or input?)",
-        ) from None
-    if done.returncode == 0 and done.stdout.rstrip().endswith(_DONE):
-        return
+        return (
+            f"did not let VW finish building and using a model within {PROBE_SECONDS:g} s "
+            "(an option that waits on a socket or input?)"
+        )
+    except OSError as exc:  # no process to be had: not the command line's fault
+        _problem.cache_clear()
+        raise Unavailable(f"could not start a process to try vw_args: {exc}") from exc
+    if done.returncode == 0 and done.stdout.rstrip().endswith(_DONE.encode()):
+        return None
     if done.returncode < 0:
-        how = f"crashes VW ({signal.Signals(-done.returncode).name})"
-    else:
-        how = f"makes VW end its process (exit status {done.returncode})"
-    raise InvalidArgument(field, f"{describe(args)} {how} while building, using or saving a model")
+        number = -done.returncode
+        name = signal.Signals(number).name if number in _SIGNALS else f"signal {number}"
+        return f"crashes VW ({name}) while building, using or saving a model"
+    return (
+        f"makes VW end its process (exit status {done.returncode}) while building, using or "
+        "saving a model"
+    )
 
 
 def _try(args: str) -> None:

@@ -277,14 +277,15 @@ class SQLiteDecisionLog:
         Learned decisions come first in learning order, then the unlearned ones in decision order,
         so training on the learned lines in file order repeats the learner exactly.
         """
-        con = self._reader()
-        # One read transaction for both queries: an event learned between them would otherwise
-        # be in neither (export may run beside a live server).
-        con.execute("BEGIN")
+        # A connection of its own, in one read transaction for both queries: an event learned
+        # between them would otherwise be in neither (export may run beside a live server),
+        # and the thread's shared reader stays free for other calls while this one is paused.
+        con = sqlite_schema.connect(str(self.path), self._synchronous)
         try:
+            con.execute("BEGIN")
             yield from self._export_rows(con, experiment)
         finally:
-            con.execute("COMMIT")
+            con.close()
 
     def _export_rows(
         self, con: sqlite3.Connection, experiment: str

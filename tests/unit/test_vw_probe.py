@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from bandit_server.errors import InvalidArgument
@@ -42,16 +44,24 @@ def test_driver_options_that_exit_or_listen_are_refused_before_any_child(option:
 def test_a_child_that_ends_without_finishing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A child that exits before it reports done (as --help does) refuses the command line."""
     monkeypatch.setattr(vw_probe, "_DONE", "never-printed")
+    vw_probe._problem.cache_clear()
     with pytest.raises(InvalidArgument) as info:
-        vw_probe.probe.__wrapped__("--cb_explore_adf --epsilon 0.3", FIELD)
+        vw_probe.probe("--cb_explore_adf --epsilon 0.3", FIELD)
     assert "makes VW end its process (exit status 0)" in str(info.value)
 
 
 def test_a_child_that_does_not_finish_in_time_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vw_probe, "PROBE_SECONDS", 0.001)
+    vw_probe._problem.cache_clear()
     with pytest.raises(InvalidArgument) as info:
-        vw_probe.probe.__wrapped__("--cb_explore_adf --epsilon 0.3", FIELD)
-    assert "did not finish building and using a model within 0.001 s" in str(info.value)
+        vw_probe.probe("--cb_explore_adf --epsilon 0.3", FIELD)
+    assert "did not let VW finish building and using a model within 0.001 s" in str(info.value)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    yield
+    vw_probe._problem.cache_clear()  # tests above change what a try gives
 
 
 def test_ordinary_errors_still_carry_vws_message_and_good_args_pass() -> None:
