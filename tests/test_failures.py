@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,14 +351,20 @@ def test_a_policy_change_whose_caller_went_away_still_completes_consistently(
     run(tmp_path, scenario)
 
 
+async def _update_then_delete(engine: Engine, new: ExperimentConfig) -> asyncio.Future[Any]:
+    """Create experiment w, start updating it to `new`, and delete it before that is through."""
+    await engine.create_experiment(config(Aggregation.EARLIEST))
+    update = asyncio.ensure_future(engine.update_experiment(new))
+    await asyncio.sleep(0)
+    await engine.delete_experiment("w")
+    return update
+
+
 def test_a_policy_change_racing_a_delete_leaves_nothing_behind(tmp_path: Path) -> None:
     async def scenario(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(config(Aggregation.EARLIEST))
         new = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0,
                                Aggregation.EARLIEST, 0.0)  # fmt: skip
-        update = asyncio.ensure_future(engine.update_experiment(new))
-        await asyncio.sleep(0)
-        await engine.delete_experiment("w")
+        update = await _update_then_delete(engine, new)
         await asyncio.gather(update, return_exceptions=True)
         await asyncio.gather(*engine._background, return_exceptions=True)
         assert "w" not in engine._models
@@ -643,12 +650,9 @@ def test_an_update_whose_experiment_was_recreated_meanwhile_does_not_touch_the_n
     created again must not land on the new experiment. Found by review."""
 
     async def scenario(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(config(Aggregation.EARLIEST))
         changed = ExperimentConfig("w", "--cb_explore_adf --epsilon 0.3", 99.0, 0.0,
                                    Aggregation.SUM, 0.0)  # fmt: skip
-        update = asyncio.ensure_future(engine.update_experiment(changed))
-        await asyncio.sleep(0)
-        await engine.delete_experiment("w")
+        update = await _update_then_delete(engine, changed)
         await engine.create_experiment(config(Aggregation.EARLIEST))
         results = await asyncio.gather(update, return_exceptions=True)
         assert isinstance(results[0], NotFound), repr(results[0])
