@@ -659,3 +659,21 @@ def test_an_update_whose_experiment_was_recreated_meanwhile_does_not_touch_the_n
         assert engine.get_experiment("w").config == config(Aggregation.EARLIEST)
 
     run(tmp_path, scenario)
+
+
+def test_a_reward_sent_right_behind_its_rank_waits_for_the_decision(tmp_path: Path) -> None:
+    """A Reward that reaches the server while its Rank's decision is still being committed
+    waits for it and counts, instead of answering NOT_FOUND for an event about to exist."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.0))
+        ranked = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
+        await asyncio.sleep(0)  # the Rank has handed its decision to the writer, no more
+        assert "e1" in engine._runtimes["w"].committing
+        assert await engine.reward("w", "e1", 1.0) is False
+        await ranked
+        clock.now += 20
+        await engine.close_due_windows()
+        assert costs(engine) == {"e1": -1.0}
+
+    run(tmp_path, scenario)
