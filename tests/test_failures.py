@@ -607,11 +607,7 @@ def test_a_repeated_rank_racing_a_delete_is_not_found_not_internal(tmp_path: Pat
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST))
         await rank(engine, "e1")
-        drain, loop = engine._drain_settles, asyncio.get_running_loop()
-        # Settles wait 50 ms, as on a busy loop, so the delete commits in between.
-        engine.log.on_batch_end(
-            lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain))
-        )
+        _delay_settles(engine)  # so the delete commits in between
         repeat = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
         await asyncio.sleep(0)
         delete = asyncio.ensure_future(engine.delete_experiment("w"))
@@ -621,6 +617,22 @@ def test_a_repeated_rank_racing_a_delete_is_not_found_not_internal(tmp_path: Pat
     run(tmp_path, scenario)
 
 
+def _delay_settles(engine: Engine) -> None:
+    """Commit callbacks reach the loop 50 ms after each batch, as on a busy loop."""
+    drain, loop = engine._drain_settles, asyncio.get_running_loop()
+    engine.log.on_batch_end(lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain)))
+
+
+async def _reward_then_close(engine: Engine, clock: Clock, ranked: asyncio.Future[Any]) -> bool:
+    """Reward e1 with 1.0 while `ranked` (its Rank) is under way, then close its window.
+    Returns whether the reward was late."""
+    late = await engine.reward("w", "e1", 1.0)
+    await ranked
+    clock.now += 20
+    await engine.close_due_windows()
+    return late
+
+
 def test_a_reward_sent_with_its_rank_counts_even_before_the_rank_settles(tmp_path: Path) -> None:
     """The decision is committed but the loop has not yet opened its window when the Reward
     arrives: the Reward waits for it (before, it was logged in time yet never learned, and
@@ -628,16 +640,10 @@ def test_a_reward_sent_with_its_rank_counts_even_before_the_rank_settles(tmp_pat
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.0))
-        drain, loop = engine._drain_settles, asyncio.get_running_loop()
-        engine.log.on_batch_end(
-            lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain))
-        )
+        _delay_settles(engine)
         ranked = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
         await asyncio.sleep(0.02)  # committed, not yet settled
-        assert await engine.reward("w", "e1", 1.0) is False
-        await ranked
-        clock.now += 20
-        await engine.close_due_windows()
+        assert await _reward_then_close(engine, clock, ranked) is False
         assert costs(engine) == {"e1": -1.0}
 
     run(tmp_path, scenario)
@@ -670,10 +676,7 @@ def test_a_reward_sent_right_behind_its_rank_waits_for_the_decision(tmp_path: Pa
         ranked = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
         await asyncio.sleep(0)  # the Rank has handed its decision to the writer, no more
         assert "e1" in engine._runtimes["w"].committing
-        assert await engine.reward("w", "e1", 1.0) is False
-        await ranked
-        clock.now += 20
-        await engine.close_due_windows()
+        assert await _reward_then_close(engine, clock, ranked) is False
         assert costs(engine) == {"e1": -1.0}
 
     run(tmp_path, scenario)
