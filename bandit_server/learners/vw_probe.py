@@ -50,8 +50,8 @@ def _problem(args: str) -> str | None:
             f"did not let VW finish building and using a model within {PROBE_SECONDS:g} s "
             "(an option that waits on a socket or input?)"
         )
-    except OSError as exc:  # no process to be had: not the command line's fault
-        _problem.cache_clear()
+    except OSError as exc:  # no process to be had: not the command line's fault (and,
+        # raised rather than returned, not cached)
         raise Unavailable(f"could not start a process to try vw_args: {exc}") from exc
     if done.returncode == 0 and done.stdout.rstrip().endswith(_DONE.encode()):
         return None
