@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from bandit_server.core.types import MAX_REWARD, check_number
+from bandit_server.core.types import MAX_REWARD, check_number, within_reward_limit
 from bandit_server.errors import InvalidArgument, describe
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -78,12 +78,11 @@ class ExperimentConfig:
     def from_json_dict(cls, data: dict[str, object]) -> ExperimentConfig:
         """Settings as stored. A default_reward stored before the ±MAX_REWARD limit existed is
         brought within it, so the server still starts (and never learns an unsafe cost)."""
-        default_reward = float(data["default_reward"])  # type: ignore[arg-type]
         return cls(
             name=str(data["name"]),
             vw_args=str(data["vw_args"]),
             reward_wait_seconds=float(data["reward_wait_seconds"]),  # type: ignore[arg-type]
-            default_reward=max(-MAX_REWARD, min(MAX_REWARD, default_reward)),
+            default_reward=within_reward_limit(float(data["default_reward"])),  # type: ignore[arg-type]
             aggregation=Aggregation(str(data["aggregation"])),
             model_update_interval_seconds=float(data["model_update_interval_seconds"]),  # type: ignore[arg-type]
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bandit_server.core.experiment import Aggregation
-from bandit_server.core.types import MAX_REWARD
+from bandit_server.core.types import MAX_REWARD, within_reward_limit
 from bandit_server.errors import InvalidArgument
 
 
@@ -34,7 +34,7 @@ class OpenEvent:
 def _cost(reward: float) -> float:
     """The cost VW learns for a reward, within ±MAX_REWARD whatever got logged before that
     limit existed (or summed under another aggregation)."""
-    return -max(-MAX_REWARD, min(MAX_REWARD, reward))
+    return -within_reward_limit(reward)
 
 
 def on_reward(

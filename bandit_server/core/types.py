@@ -199,6 +199,11 @@ def check_number(field: str, value: float, limit: float = MAX_NUMBER) -> float:
     return value
 
 
+def within_reward_limit(reward: float) -> float:
+    """`reward` brought within ±MAX_REWARD: for values logged or stored before that limit."""
+    return max(-MAX_REWARD, min(MAX_REWARD, reward))
+
+
 def check_id(field: str, value: str, what: str) -> None:
     if not value:
         raise InvalidArgument(field, f"{what} is empty")
