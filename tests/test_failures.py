@@ -560,12 +560,13 @@ def test_two_decisions_sharing_a_deadline_keep_the_watermark_down_until_both_set
     run(tmp_path, scenario)
 
 
-def test_a_policy_change_adding_interactions_stalls_on_a_logged_value_too_large_for_them(
+def test_a_policy_change_adding_interactions_skips_a_logged_value_too_large_for_them(
     tmp_path: Path,
 ) -> None:
     """A value fine without interactions (2e19 < 1e30) is past what -q allows (1e15). Retraining
     on it under -q would reach VW (under --synthcover it never returns, hanging the learner and
-    the server); instead the model stalls there and says so, and Rank keeps answering."""
+    the server); instead the model skips that event, says so, and learns on. Back without -q,
+    the event is learnable again and is learned."""
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         plain = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0)
@@ -573,13 +574,17 @@ def test_a_policy_change_adding_interactions_stalls_on_a_logged_value_too_large_
         big = (Namespace("User", (Feature("x", 2e19),)),)
         await engine.rank(RankInput("w", "e1", big, ACTIONS))
         await engine.reward("w", "e1", 1.0)
-        assert not engine.get_experiment("w").learning_stalled
+        assert engine.get_experiment("w").learned_events == 1
         interacted = ExperimentConfig("w", "--cb_explore_adf --squarecb -q ::", 10.0, 0.0)
-        await engine.update_experiment(interacted)
-        assert engine.get_experiment("w").learning_stalled
-        await rank(engine, "e2")  # small values: served by the model as it stood
-        await engine.update_experiment(plain)  # the way back: retrains without interactions
-        assert not engine.get_experiment("w").learning_stalled
+        status = await engine.update_experiment(interacted)
+        assert (status.learned_events, status.unlearnable_events) == (0, 1)
+        assert not status.learning_stalled
+        await rank(engine, "e2")
+        await engine.reward("w", "e2", 1.0)
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (1, 1)
+        status = await engine.update_experiment(plain)
+        assert (status.learned_events, status.unlearnable_events) == (2, 0)
 
     run(tmp_path, scenario)
 

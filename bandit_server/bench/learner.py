@@ -20,7 +20,9 @@ def run(data_dir: Path, experiment: str, vw_args: str, limit: int = 20_000) -> d
     try:
         items = [
             item
-            for _, item in zip(range(limit), decision_log.learn_items(experiment), strict=False)
+            for _, item in zip(
+                range(limit), decision_log.learn_items(experiment, vw_args), strict=False
+            )
         ]
         lines = [
             learning_line(i.c_json, Label(i.chosen_index, i.probability, i.cost)) for i in items

@@ -83,6 +83,7 @@ class ExperimentStatus:
     model_version: str
     learned_events: int
     learning_stalled: bool = False
+    unlearnable_events: int = 0
 
 
 @dataclass(slots=True)
@@ -242,7 +243,14 @@ class Engine:
 
     def _status(self, runtime: _Runtime) -> ExperimentStatus:
         model = runtime.model
-        return ExperimentStatus(runtime.config, model.version, model.learned_count, model.stalled)
+        config = runtime.config
+        return ExperimentStatus(
+            config,
+            model.version,
+            model.learned_count,
+            model.stalled,
+            self.log.unlearnable_count(config.name, config.vw_args),
+        )
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
         self._check_name_free(config.name)

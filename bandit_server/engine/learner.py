@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bandit_server.engine.model import ExperimentModel
+from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
+from bandit_server.engine.recovery import mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
-from bandit_server.storage.records import LearnedRow
+from bandit_server.storage.records import LearnedRow, LearnItem
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
 log = structlog.get_logger(__name__)
@@ -192,7 +193,10 @@ class Learner:
                     todo = [row for row in rows if row.seq > model.learned_seq]
                     if todo:
                         for item in self._log.learn_batch(experiment, todo):
-                            model.learn(item)
+                            try:
+                                model.learn(item)
+                            except UnlearnableEvent as exc:
+                                self._skip(experiment, model, item, exc)
             except Exception:
                 if model is not None and not model.deleted:
                     # Learning on would skip this event for good (a checkpoint would cover it).
@@ -205,6 +209,25 @@ class Learner:
                     self._processed[experiment] = max(done, rows[-1].seq)
                 for row in rows:
                     self._wake(experiment, row.seq)
+
+    def _skip(
+        self, experiment: str, model: ExperimentModel, item: LearnItem, error: UnlearnableEvent
+    ) -> None:
+        """Go on without `item`, recorded first so a restart and the export skip it too. A model
+        it broke is rebuilt from the log, which now leaves it out (rare: only on such events)."""
+        mark_unlearnable(self._log, experiment, model.vw_args, item, error)
+        if error.damaged:
+            model.restore_from(
+                restore_model(
+                    self._log,
+                    self._store,
+                    experiment,
+                    model.vw_args,
+                    model.epoch,
+                    model.update_interval,
+                )
+            )
+        model.skip(item.seq)
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:

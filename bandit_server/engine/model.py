@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from bandit_server.core.dsjson import Label, learning_line, prediction_line
 from bandit_server.core.policy import Pmf
 from bandit_server.core.types import MAX_NUMBER
+from bandit_server.errors import Unavailable
 from bandit_server.learners.vw import VWPolicy, number_bound
 from bandit_server.storage.records import LearnItem
 
@@ -22,8 +24,18 @@ def model_version(epoch: str, vw_args: str, learned_count: int) -> str:
     return f"{epoch}-{args_hash}-{learned_count}"
 
 
+class UnlearnableEvent(ValueError):
+    """An event this model must not learn from. `damaged`: VW already learned it and the model
+    must be restored to before it (see `ExperimentModel.learn`)."""
+
+    def __init__(self, reason: str, damaged: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.damaged = damaged
+
+
 def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str) -> None:
-    """Raise ValueError if the example holds a number past `bound` in magnitude."""
+    """Raise UnlearnableEvent if the example holds a number past `bound` in magnitude."""
     digits = len(str(int(bound)))
     # Cheap first: JSON writes such a number with an exponent or with that many digits; a
     # string feature can also match, so the parse below decides.
@@ -38,10 +50,11 @@ def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str
             for value in features.values():
                 number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 if number and abs(value) > bound:
-                    raise ValueError(
+                    raise UnlearnableEvent(
                         f"event {event_id!r} has the number {value!r}, past {bound:g} in "
                         f"magnitude, which VW cannot learn from safely under {vw_args!r} "
-                        "(interacted values are multiplied in 32-bit floats)"
+                        "(interacted values are multiplied in 32-bit floats)",
+                        damaged=False,
                     )
 
 
@@ -79,6 +92,8 @@ class ExperimentModel:
         self.checkpointed_seq = learned_seq
         self.deleted = False
         self.stalled = False  # set by the learner when an event fails to learn
+        # Set between learning an event that broke the training policy and its restoration.
+        self.damaged = False
         self._snapshot = self._make_snapshot()
 
     def _make_snapshot(self) -> Snapshot:
@@ -102,6 +117,11 @@ class ExperimentModel:
             snapshot = self._snapshot
             return snapshot.policy.predict_one(line), snapshot.version
         with self._lock:
+            if self.damaged:
+                raise Unavailable(
+                    "the model is being restored to before an event it could not learn from; "
+                    "retry shortly"
+                )
             return self._policy.predict_one(line), model_version(
                 self.epoch, self.vw_args, self.learned_count
             )
@@ -109,21 +129,49 @@ class ExperimentModel:
     def learn(self, item: LearnItem) -> bool:
         """Learn one event unless this model already includes it (replay overlaps the queue).
 
-        Raises ValueError, before VW sees it, for an event with a number past what this
-        model's interactions allow: Rank checks new events, but the log can hold older ones
-        made under settings without interactions (a vw_args change retrains on them), and VW
-        would never return on some (--synthcover). The caller stalls the model, as for any
-        event VW rejects."""
+        Raises UnlearnableEvent for an event this model must skip:
+        - before VW sees it, when it holds a number past what this model's interactions allow:
+          Rank checks new events, but the log can hold older ones made under settings without
+          interactions (a vw_args change retrains on them), and VW would never return on some
+          (--synthcover);
+        - after VW learned it, when the model then predicts non-finite probabilities on it (the
+          limits hold each value, not each example: under --ftrl --squarecb one feature of 1e10
+          and one reward of 1e15 are enough). The model is `damaged` until the caller restores
+          it without the event; Rank on it then gets UNAVAILABLE, never NaN.
+        The check predicts on the event it learned: the weights an update can break are that
+        example's own, and state every prediction shares shows there too."""
         if item.seq <= self.learned_seq:
             return False
         if self._number_bound < MAX_NUMBER:
             check_learned_numbers(item.event_id, item.c_json, self._number_bound, self.vw_args)
         line = learning_line(item.c_json, Label(item.chosen_index, item.probability, item.cost))
         with self._lock:
-            self._policy.learn_one(line)
+            after = self._policy.learn_then_predict_one(line)
+            if not all(math.isfinite(probability) for _, probability in after):
+                self.damaged = True
+                raise UnlearnableEvent(
+                    f"learning event {item.event_id!r} (cost {item.cost!r}) made the model "
+                    f"predict {after!r} on it",
+                    damaged=True,
+                )
             self.learned_seq = item.seq
             self.learned_count += 1
         return True
+
+    def skip(self, seq: int) -> None:
+        """Move past learned-log row `seq` without learning it (it was found unlearnable)."""
+        with self._lock:
+            self.learned_seq = max(self.learned_seq, seq)
+
+    def restore_from(self, rebuilt: ExperimentModel) -> None:
+        """Take the training state of `rebuilt` (this model's log replayed without the events
+        found unlearnable). Rank keeps its snapshot until the next publish."""
+        with self._lock:
+            self._policy = rebuilt._policy
+            self.learned_seq = rebuilt.learned_seq
+            self.learned_count = rebuilt.learned_count
+            self.stalled = rebuilt.stalled
+            self.damaged = False
 
     def set_update_interval(self, interval: float) -> None:
         """Change how often Rank's snapshot is refreshed. A model that served live until now

@@ -161,6 +161,14 @@ class VWPolicy:
     def learn_one(self, dsjson_line: str) -> None:
         self._core.learn_multi_ex_one(self._parse(self._core, dsjson_line))
 
+    def learn_then_predict_one(self, dsjson_line: str) -> Pmf:
+        """Learn, then predict on the very same parsed examples: what the updated model says
+        about the event it just learned, for a third of the cost of parsing it again (VW
+        ignores the label when predicting; tests/unit/test_vw_policy.py pins both)."""
+        examples = self._parse(self._core, dsjson_line)
+        self._core.learn_multi_ex_one(examples)
+        return _pmf(self._core.predict_multi_ex_one(examples))
+
     def predict_then_learn_one(self, dsjson_line: str) -> Pmf:
         """The prediction from before learning, then learn: one pass, as VW's driver does."""
         examples = self._parse(self._core, dsjson_line)

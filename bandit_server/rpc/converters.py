@@ -160,4 +160,5 @@ def experiment_message(status: ExperimentStatus) -> pb.Experiment:
         model_version=status.model_version,
         learned_events=status.learned_events,
         learning_stalled=status.learning_stalled,
+        unlearnable_events=status.unlearnable_events,
     )

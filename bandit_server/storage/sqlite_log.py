@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 from bandit_server.storage import sqlite_schema
@@ -92,6 +92,31 @@ class SQLiteDecisionLog:
             con.execute("ROLLBACK")
             raise
 
+    def mark_unlearnable(
+        self, experiment: str, vw_args: str, seq: int, event_id: str, reason: str, ts: float
+    ) -> None:
+        """Record that the model made with `vw_args` skips learned row `seq`. On a connection of
+        its own: the caller may be iterating `learn_items` on this thread's reader."""
+        con = sqlite_schema.connect(str(self.path), self._synchronous)
+        try:
+            con.execute(
+                "INSERT OR IGNORE INTO unlearnable (seq, vw_args, experiment, event_id, reason, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, vw_args, experiment, event_id, reason, ts),
+            )
+        finally:
+            con.close()
+
+    def unlearnable_count(self, experiment: str, vw_args: str) -> int:
+        return int(
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM unlearnable WHERE experiment = ? AND vw_args = ?",
+                (experiment, vw_args),
+            )
+            .fetchone()[0]
+        )
+
     def last_learned_seq(self) -> int:
         return self._writer.last_learned_seq
 
@@ -175,14 +200,19 @@ class SQLiteDecisionLog:
         )
         return int(row[0])
 
-    def learn_items(self, experiment: str, after_seq: int = 0) -> Iterator[LearnItem]:
-        """Learned events after `after_seq`, in learning order, with their example text."""
+    def learn_items(
+        self, experiment: str, vw_args: str, after_seq: int = 0
+    ) -> Generator[LearnItem, None, None]:
+        """Learned events after `after_seq`, in learning order, with their example text; those
+        marked unlearnable under `vw_args` left out."""
         rows = self._reader().execute(
             "SELECT l.seq, l.event_id, d.c_json, d.ranking, d.probabilities, l.cost"
             " FROM learned l JOIN decisions d"
             " ON d.experiment = l.experiment AND d.event_id = l.event_id"
-            " WHERE l.experiment = ? AND l.seq > ? ORDER BY l.seq",
-            (experiment, after_seq),
+            " WHERE l.experiment = ? AND l.seq > ?"
+            " AND NOT EXISTS (SELECT 1 FROM unlearnable u WHERE u.seq = l.seq AND u.vw_args = ?)"
+            " ORDER BY l.seq",
+            (experiment, after_seq, vw_args),
         )
         for seq, event_id, c_json, ranking, probabilities, cost in rows:
             yield LearnItem(
@@ -275,7 +305,8 @@ class SQLiteDecisionLog:
         """Every decision with (cost, learned seq) when learned and whether it was activated.
 
         Learned decisions come first in learning order, then the unlearned ones in decision order,
-        so training on the learned lines in file order repeats the learner exactly.
+        so training on the learned lines in file order repeats the learner exactly. Events the
+        model skipped as unlearnable (under the experiment's current vw_args) count as unlearned.
         """
         # A connection of its own, in one read transaction for both queries: an event learned
         # between them would otherwise be in neither (export may run beside a live server),
@@ -290,12 +321,19 @@ class SQLiteDecisionLog:
     def _export_rows(
         self, con: sqlite3.Connection, experiment: str
     ) -> Iterator[tuple[DecisionRow, float | None, int | None, bool]]:
+        config = con.execute(
+            "SELECT config FROM experiments WHERE name = ?", (experiment,)
+        ).fetchone()
+        vw_args = str(json.loads(config[0])["vw_args"]) if config else ""
+        skipped = (
+            "EXISTS (SELECT 1 FROM unlearnable u WHERE u.seq = l.seq AND u.vw_args = :vw_args)"
+        )
         learned = con.execute(
             f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))},"
             " l.cost, l.seq FROM learned l JOIN decisions d"
             " ON d.experiment = l.experiment AND d.event_id = l.event_id"
-            " WHERE l.experiment = ? ORDER BY l.seq",
-            (experiment,),
+            f" WHERE l.experiment = :experiment AND NOT {skipped} ORDER BY l.seq",
+            {"experiment": experiment, "vw_args": vw_args},
         )
         for row in learned:
             yield _decision(row), float(row[12]), int(row[13]), True
@@ -303,11 +341,11 @@ class SQLiteDecisionLog:
             f"SELECT {_DECISION_COLUMNS},"
             " EXISTS (SELECT 1 FROM activations a"
             "   WHERE a.experiment = d.experiment AND a.event_id = d.event_id)"
-            " FROM decisions d WHERE d.experiment = ?"
+            " FROM decisions d WHERE d.experiment = :experiment"
             " AND NOT EXISTS (SELECT 1 FROM learned l"
-            "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
+            f"   WHERE l.experiment = d.experiment AND l.event_id = d.event_id AND NOT {skipped})"
             " ORDER BY d.seq",
-            (experiment,),
+            {"experiment": experiment, "vw_args": vw_args},
         )
         for row in unlearned:
             yield _decision(row), None, None, bool(row[12])

@@ -58,6 +58,18 @@ CREATE TABLE IF NOT EXISTS learned (
     ts REAL NOT NULL,
     UNIQUE (experiment, event_id)
 );
+-- Learned rows the model could not learn from under those vw_args (engine/model.py says why):
+-- it skips them, so replaying `learned` without them, in seq order, rebuilds it exactly.
+-- Keyed by vw_args too: under other settings the same event may be learnable.
+CREATE TABLE IF NOT EXISTS unlearnable (
+    seq INTEGER NOT NULL,
+    vw_args TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (seq, vw_args)
+);
 -- Every decision whose deadline is at or before closed_until has had its window closed.
 CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until REAL NOT NULL);
 """

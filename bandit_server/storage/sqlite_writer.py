@@ -130,7 +130,14 @@ class _Batch:
         # Last, after this batch's own rows: a delete always ends its batch (see _gather), so
         # it removes exactly what was submitted before it.
         for experiment in self.deletes:
-            for table in ("decisions", "rewards", "activations", "learned", "watermarks"):
+            for table in (
+                "decisions",
+                "rewards",
+                "activations",
+                "learned",
+                "unlearnable",
+                "watermarks",
+            ):
                 con.execute(f"DELETE FROM {table} WHERE experiment = ?", (experiment,))
             con.execute("DELETE FROM experiments WHERE name = ?", (experiment,))
 

@@ -14,6 +14,7 @@ from bandit_server.storage.models import Checkpoint, DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
     DecisionRow,
+    DeleteExperimentRow,
     DuplicateDecision,
     LearnedRow,
     RewardRow,
@@ -247,7 +248,7 @@ def test_learned_rows_get_consecutive_seqs_across_batches_and_reopening(tmp_path
     assert seqs(batch2a) == [4] and seqs(batch2b) == [5]
     assert isinstance(failing[0][0], DuplicateDecision)
     assert seqs(batch3) == [6, 7]
-    assert [(item.seq, item.event_id) for item in reopened.log.learn_items("exp")] == [
+    assert [(item.seq, item.event_id) for item in reopened.log.learn_items("exp", "")] == [
         (1, "e0"), (2, "e1"), (3, "e2"), (4, "e3"), (5, "e5"), (6, "e6"), (7, "e7"),
     ]  # fmt: skip
     assert reopened.log.learned_count("exp") == 7
@@ -308,6 +309,30 @@ def test_export_rows_lists_learned_in_learned_order_then_the_rest(manual: Manual
         ("d3", None, None, True),
         ("d5", None, None, False),
     ]
+
+
+def test_rows_marked_unlearnable_are_left_out_under_those_vw_args_only(
+    manual: ManualLog,
+) -> None:
+    """The model skips them under the args they broke; replay and export skip them too, other
+    args still learn them, and deleting the experiment deletes the marks."""
+    manual.log.execute_admin(
+        "INSERT INTO experiments VALUES ('exp', ?, 'epoch', 0, 0)", ('{"vw_args": "--a"}',)
+    )
+    manual.submit([_decision(f"d{i}") for i in range(1, 4)])
+    manual.submit([_learned("d1"), _learned("d2"), _learned("d3")])
+    manual.commit()
+    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "it broke the model", 5.0)
+    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "found again on a replay", 6.0)
+    assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d1", "d3"]
+    assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == ["d1", "d2", "d3"]
+    assert manual.log.unlearnable_count("exp", "--a") == 1
+    assert manual.log.unlearnable_count("exp", "--b") == 0
+    exported = [(row.event_id, cost) for row, cost, _, _ in manual.log.export_rows("exp")]
+    assert exported == [("d1", -1.0), ("d3", -1.0), ("d2", None)]
+    manual.submit([DeleteExperimentRow("exp")])
+    manual.commit()
+    assert manual.log.unlearnable_count("exp", "--a") == 0
 
 
 def test_export_rows_reads_one_snapshot_while_the_server_learns_on(manual: ManualLog) -> None:

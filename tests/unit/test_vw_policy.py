@@ -104,6 +104,19 @@ def test_two_policies_fed_the_same_lines_predict_identically(args: str) -> None:
 
 
 @pytest.mark.parametrize("args", VW_ARGS)
+def test_learn_then_predict_learns_as_learn_and_predicts_as_a_fresh_parse(args: str) -> None:
+    """The learner checks each event by predicting on the examples it just learned: that
+    prediction equals one on the prediction line, and the predictions do not change what the
+    model learns (the exported log must still rebuild it)."""
+    checked, plain = VWPolicy(args), VWPolicy(args)
+    for probe, line in EXAMPLES:
+        after = checked.learn_then_predict_one(line)
+        plain.learn_one(line)
+        assert after == plain.predict_one(probe)
+    assert _predictions(checked) == _predictions(_trained(args, LINES))
+
+
+@pytest.mark.parametrize("args", VW_ARGS)
 def test_serialize_then_load_predicts_exactly_the_same(args: str) -> None:
     """A model restored from serialize() bytes predicts exactly as the original."""
     policy = _trained(args, LINES)

@@ -113,7 +113,7 @@ class ActivateResponse(_message.Message):
     def __init__(self, late: _Optional[bool] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "vw_args", "reward_wait_seconds", "default_reward", "reward_aggregation", "model_update_interval_seconds", "model_version", "learned_events", "learning_stalled")
+    __slots__ = ("name", "vw_args", "reward_wait_seconds", "default_reward", "reward_aggregation", "model_update_interval_seconds", "model_version", "learned_events", "learning_stalled", "unlearnable_events")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VW_ARGS_FIELD_NUMBER: _ClassVar[int]
     REWARD_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class Experiment(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEARNED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_STALLED_FIELD_NUMBER: _ClassVar[int]
+    UNLEARNABLE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     vw_args: str
     reward_wait_seconds: float
@@ -132,7 +133,8 @@ class Experiment(_message.Message):
     model_version: str
     learned_events: int
     learning_stalled: bool
-    def __init__(self, name: _Optional[str] = ..., vw_args: _Optional[str] = ..., reward_wait_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., reward_aggregation: _Optional[_Union[RewardAggregation, str]] = ..., model_update_interval_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., learned_events: _Optional[int] = ..., learning_stalled: _Optional[bool] = ...) -> None: ...
+    unlearnable_events: int
+    def __init__(self, name: _Optional[str] = ..., vw_args: _Optional[str] = ..., reward_wait_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., reward_aggregation: _Optional[_Union[RewardAggregation, str]] = ..., model_update_interval_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., learned_events: _Optional[int] = ..., learning_stalled: _Optional[bool] = ..., unlearnable_events: _Optional[int] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment",)
