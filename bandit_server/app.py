@@ -67,7 +67,11 @@ class App:
         if freeze_heap:  # before serving, so no call is in flight during the full collection
             freeze_startup_heap()
         self._server, self.port, _ = await build_server(
-            self.engine, self.settings.host, self.settings.port, self._extra_handlers
+            self.engine,
+            self.settings.host,
+            self.settings.port,
+            self._extra_handlers,
+            max_actions=self.settings.max_actions,
         )
         log.info("server_listening", host=self.settings.host, port=self.port)
         return self.port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import grpc
 import pytest
@@ -110,6 +111,27 @@ def test_bad_rank_is_invalid_argument_naming_field_and_logs_nothing(
     assert details.startswith(field + ":"), details
     assert phrase in details
     assert _decision_count(server) == 0
+
+
+def test_a_rank_with_more_actions_than_max_actions_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """A Rank runs on the event loop: one with thousands of actions would hold up every other
+    call (5,000 took ~0.4 s), so the server caps them (setting max_actions)."""
+    server = ServerThread(tmp_path / "data", max_actions=3).start()
+    try:
+        _create(server)
+        four = [*ACTIONS, pb.Action(id="a3")]
+        code, details = _code_and_details(
+            lambda: server.bandit.Rank(pb.RankRequest(experiment="exp", actions=four))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == "actions: 4 actions, more than this server's max_actions (3)"
+        assert _decision_count(server) == 0
+        server.bandit.Rank(pb.RankRequest(experiment="exp", actions=ACTIONS))
+        assert _decision_count(server) == 1
+    finally:
+        server.stop()
 
 
 def test_unknown_experiment_and_event_are_not_found(server: ServerThread) -> None:

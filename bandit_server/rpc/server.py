@@ -34,6 +34,8 @@ async def build_server(
     host: str,
     port: int,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    *,
+    max_actions: int,
 ) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A started server and the port it bound (port 0 picks a free one).
 
@@ -42,7 +44,7 @@ async def build_server(
     server = grpc.aio.server(interceptors=[LoggingContextInterceptor()])
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
-    pb_grpc.add_BanditServiceServicer_to_server(BanditServicer(engine), server)
+    pb_grpc.add_BanditServiceServicer_to_server(BanditServicer(engine, max_actions), server)
     pb_grpc.add_ExperimentServiceServicer_to_server(ExperimentServicer(engine), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -9,6 +9,7 @@ import grpc
 import structlog
 
 from bandit_server.engine.engine import Engine
+from bandit_server.errors import InvalidArgument
 from bandit_server.rpc import converters
 from bandit_server.rpc.errors import status_for
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
@@ -32,13 +33,20 @@ async def _call(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[
 
 
 class BanditServicer(pb_grpc.BanditServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_actions: int) -> None:
         self._engine = engine
+        self._max_actions = max_actions
 
     async def Rank(
         self, request: pb.RankRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankResponse:
         async def work() -> pb.RankResponse:
+            if len(request.actions) > self._max_actions:  # before any work on them
+                raise InvalidArgument(
+                    "actions",
+                    f"{len(request.actions)} actions, more than this server's max_actions "
+                    f"({self._max_actions})",
+                )
             result = await self._engine.rank(converters.rank_input(request))
             return converters.rank_response(result)
 

@@ -21,6 +21,7 @@ sync = "full"
 checkpoint_interval_seconds = 5.5
 shutdown_grace_seconds = 2
 log_level = "debug"
+max_actions = 50
 
 [[experiments]]
 name = "home"
@@ -63,6 +64,7 @@ def test_file_sets_server_values_and_experiments(tmp_path: Path) -> None:
         checkpoint_interval_seconds=5.5,
         shutdown_grace_seconds=2.0,
         log_level="debug",
+        max_actions=50,
         experiments=(
             ExperimentConfig(
                 name="home",
@@ -134,6 +136,8 @@ def test_an_unknown_experiment_key_is_invalid_naming_the_table(tmp_path: Path) -
         ("[server]\nshutdown_grace_seconds = -1\n", {}, "shutdown_grace_seconds"),
         ("", {"BANDIT_SHUTDOWN_GRACE_SECONDS": "soon"}, "shutdown_grace_seconds"),
         ("[server]\ndata_dir = 5\n", {}, "data_dir"),
+        ("[server]\nmax_actions = 0\n", {}, "max_actions"),
+        ("", {"BANDIT_MAX_ACTIONS": "2.5"}, "max_actions"),
         (
             '[[experiments]]\nname = "a"\nreward_aggregation = "max"\n',
             {},
