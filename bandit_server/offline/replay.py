@@ -51,7 +51,7 @@ class VWLearner:
     name: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "args", validate_args(self.args, "policy"))
+        object.__setattr__(self, "args", validate_args(self.args, "policy", isolate=True))
         if not self.name:
             object.__setattr__(self, "name", self.args)
 

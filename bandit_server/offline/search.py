@@ -78,10 +78,10 @@ class SearchGrid:
                     f"explorations[{i}]",
                     f"{text!r}: give only the exploration options (the grid adds the rest)",
                 )
-            validate_args(f"--cb_explore_adf {text}", f"explorations[{i}]")
+            validate_args(f"--cb_explore_adf {text}", f"explorations[{i}]", isolate=True)
         for i, text in enumerate(self.interactions):
             if text not in INTERACTION_KEYWORDS:
-                validate_args(f"--cb_explore_adf {text}", f"interactions[{i}]")
+                validate_args(f"--cb_explore_adf {text}", f"interactions[{i}]", isolate=True)
         for i, rate in enumerate(self.learning_rates):
             if isinstance(rate, bool) or not (isinstance(rate, int | float) and rate > 0):
                 raise InvalidArgument(f"learning_rates[{i}]", f"{describe(rate)} is not > 0")

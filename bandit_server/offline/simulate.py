@@ -54,7 +54,7 @@ def _check_policy(policy: object, field: str) -> None:
         if not index.isdigit():
             raise InvalidArgument(field, f"{policy!r}: 'constant:' needs an action index >= 0")
         return
-    validate_args(policy, field)
+    validate_args(policy, field, isolate=True)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ def test_cli_search_and_importance_run(
             "shared:<name>",
         ),
         (["search", "--log", "LOG", "--exploration", "--epsilon x"], "explorations[0]"),
+        # VW crashes on these (SIGSEGV/SIGFPE); before, they ended the command without a word.
+        (["evaluate", "--log", "LOG", "--policy", "--cb_explore_adf --bag 0"], "crashes VW"),
+        (["search", "--log", "LOG", "--exploration", "--bag 0"], "crashes VW"),
         (["evaluate", "--log", "LOG", "--baselines", "--reward-range", "1", "0"], "reward_range"),
     ],
 )
