@@ -95,14 +95,16 @@ class SQLiteDecisionLog:
     def mark_unlearnable(
         self, experiment: str, vw_args: str, seq: int, event_id: str, reason: str, ts: float
     ) -> None:
-        """Record that the model made with `vw_args` skips learned row `seq`. On a connection of
-        its own: the caller may be iterating `learn_items` on this thread's reader."""
+        """Record that the model made with `vw_args` skips learned row `seq`, unless that row
+        is gone (its experiment was deleted meanwhile). On a connection of its own: the caller
+        may be iterating `learn_items` on this thread's reader."""
         con = sqlite_schema.connect(str(self.path), self._synchronous)
         try:
             con.execute(
                 "INSERT OR IGNORE INTO unlearnable (seq, vw_args, experiment, event_id, reason, ts)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, vw_args, experiment, event_id, reason, ts),
+                " SELECT ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM learned WHERE seq = ? AND experiment = ?)",
+                (seq, vw_args, experiment, event_id, reason, ts, seq, experiment),
             )
         finally:
             con.close()

@@ -324,6 +324,7 @@ def test_rows_marked_unlearnable_are_left_out_under_those_vw_args_only(
     manual.commit()
     manual.log.mark_unlearnable("exp", "--a", 2, "d2", "it broke the model", 5.0)
     manual.log.mark_unlearnable("exp", "--a", 2, "d2", "found again on a replay", 6.0)
+    manual.log.mark_unlearnable("exp", "--a", 9, "gone", "deleted meanwhile", 7.0)
     assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d1", "d3"]
     assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == ["d1", "d2", "d3"]
     assert manual.log.unlearnable_count("exp", "--a") == 1
