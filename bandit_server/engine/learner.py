@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
-from bandit_server.engine.recovery import mark_unlearnable, restore_model
+from bandit_server.engine.recovery import (
+    CASCADE,
+    NOT_RECORDED,
+    mark_unlearnable,
+    restore_model,
+)
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnedRow, LearnItem
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
@@ -197,6 +202,8 @@ class Learner:
                                 model.learn(item)
                             except UnlearnableEvent as exc:
                                 self._skip(experiment, model, item, exc)
+                                if model.stalled:
+                                    break
             except Exception:
                 if model is not None and not model.deleted:
                     # Learning on would skip this event for good (a checkpoint would cover it).
@@ -214,20 +221,37 @@ class Learner:
         self, experiment: str, model: ExperimentModel, item: LearnItem, error: UnlearnableEvent
     ) -> None:
         """Go on without `item`, recorded first so a restart and the export skip it too. A model
-        it broke is rebuilt from the log, which now leaves it out (rare: only on such events)."""
-        mark_unlearnable(self._log, experiment, model.vw_args, item, error)
-        if error.damaged:
-            model.restore_from(
-                restore_model(
-                    self._log,
-                    self._store,
-                    experiment,
-                    model.vw_args,
-                    model.epoch,
-                    model.update_interval,
-                )
-            )
-        model.skip(item.seq)
+        it broke is rebuilt from the log, which now leaves it out (rare: only on such events).
+        If the event cannot be recorded, or broke the model right after another did (the damage
+        is upstream, see recovery.CASCADE), the model is rebuilt to just before it and stalls."""
+        if not error.damaged:
+            mark_unlearnable(self._log, experiment, model.vw_args, item, error)
+            model.skip(item.seq)
+            return
+        stall_reason = ""
+        if self._log.skipped_between(experiment, model.vw_args, model.last_learned_seq, item.seq):
+            stall_reason = CASCADE
+        else:
+            try:
+                mark_unlearnable(self._log, experiment, model.vw_args, item, error)
+            except Exception:
+                log.exception("unlearnable_event_not_recorded", experiment=experiment)
+                stall_reason = NOT_RECORDED
+        rebuilt = restore_model(
+            self._log,
+            self._store,
+            experiment,
+            model.vw_args,
+            model.epoch,
+            model.update_interval,
+            until_seq=item.seq if stall_reason else None,
+        )
+        model.restore_from(rebuilt)
+        if stall_reason:
+            model.stalled = True
+            log.error("learning_stalled", experiment=experiment, reason=stall_reason)
+        else:
+            model.skip(item.seq)
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:

@@ -94,6 +94,8 @@ class ExperimentModel:
         self.stalled = False  # set by the learner when an event fails to learn
         # Set between learning an event that broke the training policy and its restoration.
         self.damaged = False
+        # The last learned-log row this model learned (learned_seq also moves past skipped ones).
+        self.last_learned_seq = learned_seq
         self._snapshot = self._make_snapshot()
 
     def _make_snapshot(self) -> Snapshot:
@@ -154,7 +156,7 @@ class ExperimentModel:
                     f"predict {after!r} on it",
                     damaged=True,
                 )
-            self.learned_seq = item.seq
+            self.learned_seq = self.last_learned_seq = item.seq
             self.learned_count += 1
         return True
 
@@ -171,6 +173,7 @@ class ExperimentModel:
             self.learned_seq = rebuilt.learned_seq
             self.learned_count = rebuilt.learned_count
             self.stalled = rebuilt.stalled
+            self.last_learned_seq = rebuilt.last_learned_seq
             self.damaged = False
 
     def set_update_interval(self, interval: float) -> None:
@@ -178,13 +181,15 @@ class ExperimentModel:
         publishes first: its snapshot may be as old as the experiment, and Rank must never go
         back to an older model than the one it served."""
         with self._lock:
-            if interval > 0 and self._snapshot.learned_count != self.learned_count:
+            fresher = self._snapshot.learned_count != self.learned_count
+            if interval > 0 and fresher and not self.damaged:
                 self._snapshot = self._make_snapshot()
             self.update_interval = interval
 
     def publish_due(self, now: float) -> bool:
         return (
             self.update_interval > 0
+            and not self.damaged  # never publish a broken model; Rank keeps the last good one
             and self._snapshot.learned_count != self.learned_count
             and now - self.last_publish >= self.update_interval
         )

@@ -4,6 +4,7 @@ reward windows. The model is derived state; this is what makes that true."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import structlog
 
@@ -17,6 +18,24 @@ from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 log = structlog.get_logger(__name__)
 
 
+# Logged when an event breaks the model right after another was skipped, with nothing learned
+# between: the damage is likely upstream (an earlier event left VW's state finite but out of
+# range; --pistol does that), so skipping more events would only lose innocent ones.
+CASCADE = (
+    "events keep breaking the model after one was skipped: an earlier event left it fragile; "
+    "learning stops before this one"
+)
+
+NOT_RECORDED = "an event that broke the model could not be recorded; learning stops before it"
+
+
+@dataclass(slots=True)
+class _Damage:
+    item: LearnItem
+    error: UnlearnableEvent
+    last_learned_seq: int  # the last row the model learned before the event broke it
+
+
 def restore_model(
     decision_log: SQLiteDecisionLog,
     store: ModelStore,
@@ -24,18 +43,41 @@ def restore_model(
     vw_args: str,
     epoch: str,
     update_interval: float,
+    *,
+    until_seq: int | None = None,
 ) -> ExperimentModel:
-    """The newest usable checkpoint, then every learned row after it, in learned order, but
-    those unlearnable under `vw_args`; one newly found so is recorded, then skipped."""
+    """The newest usable checkpoint, then every learned row after it (before `until_seq`), in
+    learned order, but those unlearnable under `vw_args`; one newly found so is recorded, then
+    skipped, unless it follows a skipped one (the model then stalls before it; see CASCADE)."""
     # A checkpoint past the log's last learned row holds events the log lost (synchronous=NORMAL
     # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
     store.discard_after(experiment, decision_log.max_learned_seq(experiment))
+    marked: set[int] = set()
+    stall_reason = ""
     while True:
-        model, checkpoint_seq, replayed = _replay(
-            decision_log, store, experiment, vw_args, epoch, update_interval
+        model, checkpoint_seq, replayed, damage = _replay(
+            decision_log, store, experiment, vw_args, epoch, update_interval, until_seq
         )
-        if model is not None:
+        if damage is None:
             break
+        item = damage.item
+        follows_a_skip = decision_log.skipped_between(
+            experiment, vw_args, damage.last_learned_seq, item.seq
+        )
+        if follows_a_skip or item.seq in marked:
+            # Upstream damage, or a mark this replay cannot see: stop before the event.
+            until_seq, stall_reason = item.seq, CASCADE
+            continue
+        try:
+            mark_unlearnable(decision_log, experiment, vw_args, item, damage.error)
+        except Exception:  # the server must still start: serve what came before the event
+            log.exception("unlearnable_event_not_recorded", experiment=experiment)
+            until_seq, stall_reason = item.seq, NOT_RECORDED
+            continue
+        marked.add(item.seq)
+    if stall_reason:
+        model.stalled = True
+        log.error("learning_stalled", experiment=experiment, reason=stall_reason)
     if replayed:
         model.publish()
     log.info(
@@ -55,11 +97,14 @@ def _replay(
     vw_args: str,
     epoch: str,
     update_interval: float,
-) -> tuple[ExperimentModel | None, int | None, int]:
-    """(model, checkpoint seq, events replayed); no model when an event broke it and the
-    replay must start over without that event."""
+    until_seq: int | None,
+) -> tuple[ExperimentModel, int | None, int, _Damage | None]:
+    """(model, checkpoint seq, events replayed, the event that broke the model if one did: the
+    model is then unusable and the replay must start over)."""
     # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
     checkpoint = store.latest(experiment, epoch) if resumable(vw_args) else None
+    if checkpoint is not None and until_seq is not None and checkpoint.learned_seq >= until_seq:
+        checkpoint = None  # it may include what must stay out; the log has everything
     policy: VWPolicy | None = None
     seq = count = 0
     if checkpoint is not None and checkpoint.vw_args == vw_args:
@@ -67,15 +112,19 @@ def _replay(
         seq, count = checkpoint.learned_seq, checkpoint.learned_count
     model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
     replayed = 0
+    damage = None
     items = decision_log.learn_items(experiment, vw_args, seq)
     try:
         for item in items:
+            if until_seq is not None and item.seq >= until_seq:
+                break
             try:
                 replayed += model.learn(item)
             except UnlearnableEvent as exc:
-                mark_unlearnable(decision_log, experiment, vw_args, item, exc)
                 if exc.damaged:
-                    return None, None, 0
+                    damage = _Damage(item, exc, model.last_learned_seq)
+                    break
+                mark_unlearnable(decision_log, experiment, vw_args, item, exc)
                 model.skip(item.seq)
             except Exception:
                 # As the learner does: stop at the event VW rejects rather than skip it, and
@@ -85,7 +134,7 @@ def _replay(
                 break
     finally:
         items.close()
-    return model, seq if checkpoint is not None else None, replayed
+    return model, seq if checkpoint is not None else None, replayed, damage
 
 
 def mark_unlearnable(

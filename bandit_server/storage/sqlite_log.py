@@ -98,7 +98,9 @@ class SQLiteDecisionLog:
         """Record that the model made with `vw_args` skips learned row `seq`, unless that row
         is gone (its experiment was deleted meanwhile). On a connection of its own: the caller
         may be iterating `learn_items` on this thread's reader."""
-        con = sqlite_schema.connect(str(self.path), self._synchronous)
+        # FULL whatever the log's setting: a checkpoint made after this skips the event and is
+        # fsynced, so a power cut must not keep the checkpoint yet lose the mark.
+        con = sqlite_schema.connect(str(self.path), "FULL")
         try:
             con.execute(
                 "INSERT OR IGNORE INTO unlearnable (seq, vw_args, experiment, event_id, reason, ts)"
@@ -108,6 +110,21 @@ class SQLiteDecisionLog:
             )
         finally:
             con.close()
+
+    def skipped_between(
+        self, experiment: str, vw_args: str, after_seq: int, before_seq: int
+    ) -> bool:
+        """Whether a learned row between the two seqs is marked unlearnable under `vw_args`."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT 1 FROM unlearnable WHERE experiment = ? AND vw_args = ?"
+                " AND seq > ? AND seq < ? LIMIT 1",
+                (experiment, vw_args, after_seq, before_seq),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def unlearnable_count(self, experiment: str, vw_args: str) -> int:
         return int(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+# 2: the unlearnable table; a version-1 server would learn the events it lists.
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS unlearnable (
     ts REAL NOT NULL,
     PRIMARY KEY (seq, vw_args)
 );
+CREATE INDEX IF NOT EXISTS unlearnable_experiment ON unlearnable (experiment, vw_args);
 -- Every decision whose deadline is at or before closed_until has had its window closed.
 CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until REAL NOT NULL);
 """
@@ -90,6 +92,10 @@ def create(con: sqlite3.Connection) -> None:
     if row is None:
         con.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    elif int(row[0]) == 1:  # the DDL above added what version 2 has
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )
     elif int(row[0]) != SCHEMA_VERSION:
         raise RuntimeError(

@@ -31,12 +31,13 @@ def test_an_event_that_breaks_the_model_is_reported_and_rank_waits_for_the_resto
     assert (model.learned_seq, model.learned_count, model.version) == (1, 1, version)
     with pytest.raises(Unavailable):  # never NaN probabilities
         model.predict(_item(3, 1.0, 0.0).c_json)
-    rebuilt = ExperimentModel(ARGS, "epoch", 0.0)
+    rebuilt, independent = ExperimentModel(ARGS, "epoch", 0.0), ExperimentModel(ARGS, "e", 0.0)
     rebuilt.learn(_item(1, 1.0, -1.0))
+    independent.learn(_item(1, 1.0, -1.0))
     model.restore_from(rebuilt)
     model.skip(2)
     pmf, served = model.predict(_item(3, 1.0, 0.0).c_json)
-    assert served == version and pmf == rebuilt.predict(_item(3, 1.0, 0.0).c_json)[0]
+    assert served == version and pmf == independent.predict(_item(3, 1.0, 0.0).c_json)[0]
     assert model.learn(_item(3, 1.0, -1.0)) and model.learned_seq == 3
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -390,3 +391,21 @@ def test_threaded_writer_runs_callbacks_on_its_thread_and_isolates_a_duplicate(
     assert isinstance(results["dup"][1], DuplicateDecision)
     failed_batches = [e for e in events if e["event"] == "log_batch_failed"]
     assert [e["jobs"] for e in failed_batches] == [3]  # a, dup and b shared one transaction
+
+
+def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
+    """Version 2 added the unlearnable table: a version-2 log must not be opened by a server
+    that would learn the events it lists, and a version-1 log just gains the table."""
+    SQLiteDecisionLog(tmp_path, "NORMAL").close()
+    path = str(tmp_path / "decisions.sqlite3")
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TABLE unlearnable")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    log = SQLiteDecisionLog(tmp_path, "NORMAL")
+    assert log.unlearnable_count("exp", "--a") == 0
+    log.close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT value FROM meta").fetchone() == ("2",)
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError, match="schema version 3"):
+        SQLiteDecisionLog(tmp_path, "NORMAL")
