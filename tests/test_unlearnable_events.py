@@ -178,15 +178,28 @@ async def _learned(engine: Engine, handled: int) -> None:
     raise AssertionError(f"the learner never reached {handled} events")
 
 
-def test_events_that_keep_breaking_the_model_after_a_skip_stall_it_before_them(
-    tmp_path: Path,
+async def _probe(engine: Engine, event_id: str) -> tuple[tuple[str, float], ...]:
+    """What Rank serves now on a fixed context (the probe is logged, never rewarded)."""
+    context = (Namespace("User", (Feature("x", 0.25), Feature("s", "s1"))),)
+    ranked = await engine.rank(RankInput("w", event_id, context, ENGINE_ACTIONS))
+    return tuple(sorted(ranked.ranking))
+
+
+async def _checkpoint(engine: Engine) -> None:
+    await asyncio.to_thread(engine.learner.call, engine.learner.checkpoint_all)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_events_that_keep_breaking_the_model_stall_it_before_the_third(
+    tmp_path: Path, checkpoint: bool
 ) -> None:
     """Under --pistol one extreme event leaves VW's state finite but out of range: it passes
-    the check, and the next ordinary events all break the model. Skipping each would lose every
-    later event, one rebuild at a time (found by review); instead the first is skipped, the
-    second stalls learning before it, Rank serves the last good model, and a restart neither
-    marks more nor learns past it."""
+    the check, and every later ordinary event breaks the model. Skipping each would lose them
+    all, one rebuild each (found by review); instead two are skipped, learning stalls before
+    the third, Rank serves the model as it stood, and a restart (also from a checkpoint taken
+    between the skips) stalls at the same place."""
     vw_args = "--cb_explore_adf --pistol --squarecb"
+    served: list[tuple[tuple[str, float], ...]] = []
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(
@@ -195,19 +208,58 @@ def test_events_that_keep_breaking_the_model_after_a_skip_stall_it_before_them(
         for i in range(200):
             await _engine_event(engine, f"n{i}", 0.1 * (i % 7), float(i % 2))
         await _engine_event(engine, "extreme", 1e5, 1e10)
+        served.append(await _probe(engine, "probe-1"))
         for i in range(5):
             await _engine_event(engine, f"m{i}", 0.1 * (i % 7), float(i % 2))
+            if checkpoint and i == 0:
+                await _checkpoint(engine)
         status = engine.get_experiment("w")
-        assert (status.learned_events, status.unlearnable_events) == (201, 1)
+        assert (status.learned_events, status.unlearnable_events) == (201, 2)
         assert status.learning_stalled
+        assert await _probe(engine, "probe-2") == served[0]
 
     run(tmp_path, scenario)
 
     async def after_restart(engine: Engine, clock: Clock) -> None:
         status = engine.get_experiment("w")
-        assert (status.learned_events, status.unlearnable_events) == (201, 1)
+        assert (status.learned_events, status.unlearnable_events) == (201, 2)
         assert status.learning_stalled
-        await _engine_event(engine, "later", 0.3, 1.0)
+        assert await _probe(engine, "probe-3") == served[0]
+
+    run(tmp_path, after_restart)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_two_breaking_events_in_a_row_are_both_skipped(tmp_path: Path, checkpoint: bool) -> None:
+    """Two separate poison events back to back are not taken for upstream damage: both are
+    skipped and learning goes on, live and after a restart (from a checkpoint between them
+    too: before, the restart and the live model disagreed; found by review)."""
+    served: list[tuple[tuple[str, float], ...]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(
+            ExperimentConfig("w", VW_ARGS, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
+        )
+        for i in range(10):
+            await _engine_event(engine, f"n{i}", 0.1 * i, float(i % 2))
+        await _engine_event(engine, "poison-1", 1e10, 1e15)
+        if checkpoint:
+            await _checkpoint(engine)
+        await _engine_event(engine, "poison-2", 1e10, 1e15)
+        for i in range(5):
+            await _engine_event(engine, f"m{i}", 0.1 * i, float(i % 2))
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (15, 2)
+        assert not status.learning_stalled
+        served.append(await _probe(engine, "probe-1"))
+
+    run(tmp_path, scenario)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (15, 2)
+        assert not status.learning_stalled
+        assert await _probe(engine, "probe-2") == served[0]
 
     run(tmp_path, after_restart)
 
@@ -247,5 +299,44 @@ def test_an_event_that_breaks_the_model_and_cannot_be_recorded_stalls_it_before_
         status = engine.get_experiment("w")
         assert (status.learned_events, status.unlearnable_events) == (15, 1)
         assert not status.learning_stalled
+
+    run(tmp_path, after_restart)
+
+
+def test_a_server_that_cannot_record_an_unlearnable_event_at_start_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A logged number past what -q allows is refused before VW sees it; if the mark cannot be
+    written while replaying at start, the model stalls there instead of the start failing
+    (found by review)."""
+    plain = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0)
+    interacted = ExperimentConfig("w", "--cb_explore_adf --squarecb -q ::", 10.0, 0.0)
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(plain)
+        await _engine_event(engine, "e1", 0.5, 1.0)
+        big = (Namespace("User", (Feature("x", 2e19),)),)
+        await engine.rank(RankInput("w", "e2", big, ENGINE_ACTIONS))
+        await engine.reward("w", "e2", 1.0)
+        status = await engine.update_experiment(interacted)
+        assert (status.learned_events, status.unlearnable_events) == (1, 1)
+
+    run(tmp_path, scenario)
+    with sqlite3.connect(tmp_path / "decisions.sqlite3") as con:
+        con.execute("DELETE FROM unlearnable")
+    for checkpoint in (tmp_path / "models").rglob("*"):
+        if checkpoint.is_file():
+            checkpoint.unlink()
+
+    def locked(*args: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SQLiteDecisionLog, "mark_unlearnable", locked)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (1, 0)
+        assert status.learning_stalled
+        await _probe(engine, "probe")
 
     run(tmp_path, after_restart)

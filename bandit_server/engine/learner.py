@@ -20,6 +20,7 @@ import structlog
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.engine.recovery import (
     CASCADE,
+    CASCADE_AFTER,
     NOT_RECORDED,
     mark_unlearnable,
     restore_model,
@@ -222,14 +223,14 @@ class Learner:
     ) -> None:
         """Go on without `item`, recorded first so a restart and the export skip it too. A model
         it broke is rebuilt from the log, which now leaves it out (rare: only on such events).
-        If the event cannot be recorded, or broke the model right after another did (the damage
-        is upstream, see recovery.CASCADE), the model is rebuilt to just before it and stalls."""
+        If the event cannot be recorded, or is one too many in a row (the damage is likely
+        upstream, see recovery.CASCADE), the model is rebuilt to just before it and stalls."""
         if not error.damaged:
             mark_unlearnable(self._log, experiment, model.vw_args, item, error)
             model.skip(item.seq)
             return
         stall_reason = ""
-        if self._log.skipped_between(experiment, model.vw_args, model.last_learned_seq, item.seq):
+        if self._log.follows_broken_rows(experiment, model.vw_args, item.seq, CASCADE_AFTER):
             stall_reason = CASCADE
         else:
             try:

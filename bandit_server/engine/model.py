@@ -94,8 +94,6 @@ class ExperimentModel:
         self.stalled = False  # set by the learner when an event fails to learn
         # Set between learning an event that broke the training policy and its restoration.
         self.damaged = False
-        # The last learned-log row this model learned (learned_seq also moves past skipped ones).
-        self.last_learned_seq = learned_seq
         self._snapshot = self._make_snapshot()
 
     def _make_snapshot(self) -> Snapshot:
@@ -156,7 +154,7 @@ class ExperimentModel:
                     f"predict {after!r} on it",
                     damaged=True,
                 )
-            self.learned_seq = self.last_learned_seq = item.seq
+            self.learned_seq = item.seq
             self.learned_count += 1
         return True
 
@@ -173,7 +171,6 @@ class ExperimentModel:
             self.learned_seq = rebuilt.learned_seq
             self.learned_count = rebuilt.learned_count
             self.stalled = rebuilt.stalled
-            self.last_learned_seq = rebuilt.last_learned_seq
             self.damaged = False
 
     def set_update_interval(self, interval: float) -> None:

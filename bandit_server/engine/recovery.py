@@ -18,22 +18,23 @@ from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 log = structlog.get_logger(__name__)
 
 
-# Logged when an event breaks the model right after another was skipped, with nothing learned
-# between: the damage is likely upstream (an earlier event left VW's state finite but out of
-# range; --pistol does that), so skipping more events would only lose innocent ones.
+# Events in a row that may be skipped for breaking the model. One more, and the damage is likely
+# upstream (an earlier event left VW's state finite but out of range; --pistol does that):
+# skipping on would lose every later event, one rebuild each, so learning stalls instead.
+CASCADE_AFTER = 2
 CASCADE = (
-    "events keep breaking the model after one was skipped: an earlier event left it fragile; "
-    "learning stops before this one"
+    f"more than {CASCADE_AFTER} events in a row break the model: an earlier one likely left "
+    "it fragile; learning stops before this one"
 )
+UNSEEN_MARK = "a replay did not see the mark it had just written; learning stops before the event"
 
-NOT_RECORDED = "an event that broke the model could not be recorded; learning stops before it"
+NOT_RECORDED = "an unlearnable event could not be recorded; learning stops before it"
 
 
 @dataclass(slots=True)
 class _Damage:
     item: LearnItem
     error: UnlearnableEvent
-    last_learned_seq: int  # the last row the model learned before the event broke it
 
 
 def restore_model(
@@ -48,7 +49,7 @@ def restore_model(
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it (before `until_seq`), in
     learned order, but those unlearnable under `vw_args`; one newly found so is recorded, then
-    skipped, unless it follows a skipped one (the model then stalls before it; see CASCADE)."""
+    skipped, unless it is one too many in a row (the model then stalls before it; CASCADE)."""
     # A checkpoint past the log's last learned row holds events the log lost (synchronous=NORMAL
     # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
     store.discard_after(experiment, decision_log.max_learned_seq(experiment))
@@ -61,11 +62,10 @@ def restore_model(
         if damage is None:
             break
         item = damage.item
-        follows_a_skip = decision_log.skipped_between(
-            experiment, vw_args, damage.last_learned_seq, item.seq
-        )
-        if follows_a_skip or item.seq in marked:
-            # Upstream damage, or a mark this replay cannot see: stop before the event.
+        if item.seq in marked:
+            until_seq, stall_reason = item.seq, UNSEEN_MARK
+            continue
+        if decision_log.follows_broken_rows(experiment, vw_args, item.seq, CASCADE_AFTER):
             until_seq, stall_reason = item.seq, CASCADE
             continue
         try:
@@ -122,9 +122,14 @@ def _replay(
                 replayed += model.learn(item)
             except UnlearnableEvent as exc:
                 if exc.damaged:
-                    damage = _Damage(item, exc, model.last_learned_seq)
+                    damage = _Damage(item, exc)
                     break
-                mark_unlearnable(decision_log, experiment, vw_args, item, exc)
+                try:
+                    mark_unlearnable(decision_log, experiment, vw_args, item, exc)
+                except Exception:  # VW never saw it: the model is fine up to here
+                    model.stalled = True
+                    log.exception("learning_stalled", experiment=experiment, reason=NOT_RECORDED)
+                    break
                 model.skip(item.seq)
             except Exception:
                 # As the learner does: stop at the event VW rejects rather than skip it, and
@@ -146,7 +151,7 @@ def mark_unlearnable(
 ) -> None:
     """Record, before anything could checkpoint past it, that the model skips `item`."""
     decision_log.mark_unlearnable(
-        experiment, vw_args, item.seq, item.event_id, error.reason, time.time()
+        experiment, vw_args, item.seq, item.event_id, error.reason, error.damaged, time.time()
     )
     log.warning(
         "event_unlearnable", experiment=experiment, event_id=item.event_id, reason=error.reason

@@ -93,7 +93,14 @@ class SQLiteDecisionLog:
             raise
 
     def mark_unlearnable(
-        self, experiment: str, vw_args: str, seq: int, event_id: str, reason: str, ts: float
+        self,
+        experiment: str,
+        vw_args: str,
+        seq: int,
+        event_id: str,
+        reason: str,
+        damaged: bool,
+        ts: float,
     ) -> None:
         """Record that the model made with `vw_args` skips learned row `seq`, unless that row
         is gone (its experiment was deleted meanwhile). On a connection of its own: the caller
@@ -103,28 +110,31 @@ class SQLiteDecisionLog:
         con = sqlite_schema.connect(str(self.path), "FULL")
         try:
             con.execute(
-                "INSERT OR IGNORE INTO unlearnable (seq, vw_args, experiment, event_id, reason, ts)"
-                " SELECT ?, ?, ?, ?, ?, ?"
+                "INSERT OR IGNORE INTO unlearnable"
+                " (seq, vw_args, experiment, event_id, reason, damaged, ts)"
+                " SELECT ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM learned WHERE seq = ? AND experiment = ?)",
-                (seq, vw_args, experiment, event_id, reason, ts, seq, experiment),
+                (seq, vw_args, experiment, event_id, reason, int(damaged), ts, seq, experiment),
             )
         finally:
             con.close()
 
-    def skipped_between(
-        self, experiment: str, vw_args: str, after_seq: int, before_seq: int
+    def follows_broken_rows(
+        self, experiment: str, vw_args: str, before_seq: int, count: int
     ) -> bool:
-        """Whether a learned row between the two seqs is marked unlearnable under `vw_args`."""
-        row = (
+        """Whether the `count` learned rows of `experiment` just before `before_seq` are all
+        marked as having broken the model made with `vw_args`."""
+        flags = (
             self._reader()
             .execute(
-                "SELECT 1 FROM unlearnable WHERE experiment = ? AND vw_args = ?"
-                " AND seq > ? AND seq < ? LIMIT 1",
-                (experiment, vw_args, after_seq, before_seq),
+                "SELECT EXISTS (SELECT 1 FROM unlearnable u"
+                "   WHERE u.seq = l.seq AND u.vw_args = ? AND u.damaged = 1)"
+                " FROM learned l WHERE l.experiment = ? AND l.seq < ? ORDER BY l.seq DESC LIMIT ?",
+                (vw_args, experiment, before_seq, count),
             )
-            .fetchone()
+            .fetchall()
         )
-        return row is not None
+        return len(flags) == count and all(flag for (flag,) in flags)
 
     def unlearnable_count(self, experiment: str, vw_args: str) -> int:
         return int(

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS unlearnable (
     experiment TEXT NOT NULL,
     event_id TEXT NOT NULL,
     reason TEXT NOT NULL,
+    damaged INTEGER NOT NULL, -- 1: VW learned it and the model broke; 0: refused before VW
     ts REAL NOT NULL,
     PRIMARY KEY (seq, vw_args)
 );

@@ -323,13 +323,18 @@ def test_rows_marked_unlearnable_are_left_out_under_those_vw_args_only(
     manual.submit([_decision(f"d{i}") for i in range(1, 4)])
     manual.submit([_learned("d1"), _learned("d2"), _learned("d3")])
     manual.commit()
-    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "it broke the model", 5.0)
-    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "found again on a replay", 6.0)
-    manual.log.mark_unlearnable("exp", "--a", 9, "gone", "deleted meanwhile", 7.0)
+    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "it broke the model", True, 5.0)
+    manual.log.mark_unlearnable("exp", "--a", 2, "d2", "found again on a replay", True, 6.0)
+    manual.log.mark_unlearnable("exp", "--a", 9, "gone", "deleted meanwhile", True, 7.0)
     assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d1", "d3"]
     assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == ["d1", "d2", "d3"]
     assert manual.log.unlearnable_count("exp", "--a") == 1
     assert manual.log.unlearnable_count("exp", "--b") == 0
+    # The rows just before seq 3: d2 (marked as breaking the model), then d1 (learned).
+    assert manual.log.follows_broken_rows("exp", "--a", 3, 1)
+    assert not manual.log.follows_broken_rows("exp", "--a", 3, 2)
+    assert not manual.log.follows_broken_rows("exp", "--b", 3, 1)
+    assert not manual.log.follows_broken_rows("exp", "--a", 2, 2)  # only one row before
     exported = [(row.event_id, cost) for row, cost, _, _ in manual.log.export_rows("exp")]
     assert exported == [("d1", -1.0), ("d3", -1.0), ("d2", None)]
     manual.submit([DeleteExperimentRow("exp")])
@@ -406,6 +411,8 @@ def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> 
     log.close()
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT value FROM meta").fetchone() == ("2",)
+        indexes = {row[1] for row in con.execute("PRAGMA index_list(unlearnable)")}
+        assert "unlearnable_experiment" in indexes
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="schema version 3"):
         SQLiteDecisionLog(tmp_path, "NORMAL")
