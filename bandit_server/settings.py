@@ -71,11 +71,12 @@ _SCALARS: dict[str, type] = {
 def _coerce(key: str, value: object, kind: type) -> object:
     """`value` as `kind`, from TOML's typed values or an environment string; never a silent
     conversion (a boolean port, a fractional port, a non-finite number)."""
-    problem = f"{describe(value)} is not a {kind.__name__}"
+    article = "an" if kind.__name__[0] in "aeiou" else "a"
+    problem = f"{describe(value)} is not {article} {kind.__name__}"
     if isinstance(value, bool) and kind is not bool:
         raise InvalidArgument(key, problem)
     fractional = isinstance(value, float) or (
-        isinstance(value, str) and not value.strip().isdigit()
+        isinstance(value, str) and not value.strip().removeprefix("-").isdigit()
     )
     if kind is int and fractional:
         raise InvalidArgument(key, problem)

@@ -58,6 +58,12 @@ def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str
                     )
 
 
+def _usable(pmf: Pmf) -> bool:
+    """What Rank can draw from (core/sampling.py): finite probabilities with some mass.
+    --ftrl --regcb can be left predicting all zeros."""
+    return all(math.isfinite(p) for _, p in pmf) and sum(p for _, p in pmf) > 0
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     policy: VWPolicy
@@ -147,11 +153,12 @@ class ExperimentModel:
         line = learning_line(item.c_json, Label(item.chosen_index, item.probability, item.cost))
         with self._lock:
             after = self._policy.learn_then_predict_one(line)
-            if not all(math.isfinite(probability) for _, probability in after):
+            if after is None or not _usable(after):
                 self.damaged = True
+                said = "non-finite weights" if after is None else f"the prediction {after!r}"
                 raise UnlearnableEvent(
-                    f"learning event {item.event_id!r} (cost {item.cost!r}) made the model "
-                    f"predict {after!r} on it",
+                    f"learning event {item.event_id!r} (cost {item.cost!r}) left the model with "
+                    f"{said} on it",
                     damaged=True,
                 )
             self.learned_seq = item.seq

@@ -88,7 +88,9 @@ class EvaluationSettings:
         if self.order not in ORDERS:
             raise InvalidArgument("order", f"{self.order!r} is not one of {ORDERS}")
         object.__setattr__(
-            self, "reward_model_args", validate_cost_model_args(self.reward_model_args)
+            self,
+            "reward_model_args",
+            validate_cost_model_args(self.reward_model_args, isolate=True),
         )
 
     @property

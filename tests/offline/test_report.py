@@ -126,6 +126,20 @@ def test_cli_search_and_importance_run(
         # VW crashes on these (SIGSEGV/SIGFPE); before, they ended the command without a word.
         (["evaluate", "--log", "LOG", "--policy", "--cb_explore_adf --bag 0"], "crashes VW"),
         (["search", "--log", "LOG", "--exploration", "--bag 0"], "crashes VW"),
+        (
+            [
+                "evaluate",
+                "--log",
+                "LOG",
+                "--policy",
+                POLICY,
+                "--estimator",
+                "DR",
+                "--reward-model",
+                "--cb_adf --boosting 0",
+            ],
+            "crashes VW",
+        ),
         (["evaluate", "--log", "LOG", "--baselines", "--reward-range", "1", "0"], "reward_range"),
     ],
 )

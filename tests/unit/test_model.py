@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bandit_server.core.dsjson import context_json
@@ -47,3 +51,44 @@ def test_a_number_past_the_interaction_bound_is_refused_before_vw_sees_it() -> N
         model.learn(_item(1, 2e15, -1.0))
     assert not raised.value.damaged and "2000000000000000.0" in raised.value.reason
     assert model.learned_count == 0 and not model.damaged
+
+
+_SYNTHCOVER_SCRIPT = """
+from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
+from tests.unit.test_model import _item
+model = ExperimentModel("--cb_explore_adf --ftrl --synthcover", "epoch", 0.0)
+for seq in range(1, 21):
+    model.learn(_item(seq, 0.1 * seq, -float(seq % 2)))
+try:
+    model.learn(_item(21, 1e10, -1e15))
+except UnlearnableEvent as error:
+    print("damaged" if error.damaged else "refused", error.reason)
+"""
+
+
+def test_an_event_that_would_make_synthcover_predict_forever_is_caught_before_predicting(
+    tmp_path: Path,
+) -> None:
+    """--synthcover never returns from a prediction once a weight is NaN, and holds the GIL
+    meanwhile: the whole server hung, and every restart too (found by an adversarial run).
+    In a child process, so a regression fails this test instead of hanging the suite."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SYNTHCOVER_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.startswith("damaged") and "non-finite weights" in done.stdout
+
+
+def test_a_model_left_predicting_all_zeros_counts_as_broken() -> None:
+    """--ftrl --regcb after the same event predicts probabilities of 0: finite, yet Rank
+    cannot draw from them (every Rank was INTERNAL, after restarts too)."""
+    model = ExperimentModel("--cb_explore_adf --ftrl --regcb", "epoch", 0.0)
+    for seq in range(1, 21):
+        model.learn(_item(seq, 0.1 * seq, -float(seq % 2)))
+    with pytest.raises(UnlearnableEvent) as raised:
+        model.learn(_item(21, 1e10, -1e15))
+    assert raised.value.damaged

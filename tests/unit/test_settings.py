@@ -137,6 +137,7 @@ def test_an_unknown_experiment_key_is_invalid_naming_the_table(tmp_path: Path) -
         ("", {"BANDIT_SHUTDOWN_GRACE_SECONDS": "soon"}, "shutdown_grace_seconds"),
         ("[server]\ndata_dir = 5\n", {}, "data_dir"),
         ("[server]\nmax_actions = 0\n", {}, "max_actions"),
+        ("", {"BANDIT_MAX_ACTIONS": "-1"}, "max_actions"),
         ("", {"BANDIT_MAX_ACTIONS": "2.5"}, "max_actions"),
         (
             '[[experiments]]\nname = "a"\nreward_aggregation = "max"\n',
