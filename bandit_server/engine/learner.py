@@ -18,13 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
-from bandit_server.engine.recovery import (
-    CASCADE,
-    CASCADE_AFTER,
-    NOT_RECORDED,
-    mark_unlearnable,
-    restore_model,
-)
+from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnedRow, LearnItem
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
@@ -222,36 +216,25 @@ class Learner:
         self, experiment: str, model: ExperimentModel, item: LearnItem, error: UnlearnableEvent
     ) -> None:
         """Go on without `item`, recorded first so a restart and the export skip it too. A model
-        it broke is rebuilt from the log, which now leaves it out (rare: only on such events).
-        If the event cannot be recorded, or is one too many in a row (the damage is likely
-        upstream, see recovery.CASCADE), the model is rebuilt to just before it and stalls."""
+        it broke is rebuilt from the log without it (rare: only on such events), or, when it is
+        one too many in a row or cannot be recorded, to just before it, stalled (see
+        recovery.restore_model, which decides this for the replay at start too)."""
         if not error.damaged:
             mark_unlearnable(self._log, experiment, model.vw_args, item, error)
             model.skip(item.seq)
             return
-        stall_reason = ""
-        if self._log.follows_broken_rows(experiment, model.vw_args, item.seq, CASCADE_AFTER):
-            stall_reason = CASCADE
-        else:
-            try:
-                mark_unlearnable(self._log, experiment, model.vw_args, item, error)
-            except Exception:
-                log.exception("unlearnable_event_not_recorded", experiment=experiment)
-                stall_reason = NOT_RECORDED
-        rebuilt = restore_model(
-            self._log,
-            self._store,
-            experiment,
-            model.vw_args,
-            model.epoch,
-            model.update_interval,
-            until_seq=item.seq if stall_reason else None,
+        model.restore_from(
+            restore_model(
+                self._log,
+                self._store,
+                experiment,
+                model.vw_args,
+                model.epoch,
+                model.update_interval,
+                damage=Damage(item, error),
+            )
         )
-        model.restore_from(rebuilt)
-        if stall_reason:
-            model.stalled = True
-            log.error("learning_stalled", experiment=experiment, reason=stall_reason)
-        else:
+        if not model.stalled:
             model.skip(item.seq)
 
     def _wake(self, experiment: str, seq: int) -> None:

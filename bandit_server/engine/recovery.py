@@ -32,7 +32,9 @@ NOT_RECORDED = "an unlearnable event could not be recorded; learning stops befor
 
 
 @dataclass(slots=True)
-class _Damage:
+class Damage:
+    """An event that broke the model: VW learned it, so the model must be rebuilt without it."""
+
     item: LearnItem
     error: UnlearnableEvent
 
@@ -46,35 +48,36 @@ def restore_model(
     update_interval: float,
     *,
     until_seq: int | None = None,
+    damage: Damage | None = None,
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it (before `until_seq`), in
-    learned order, but those unlearnable under `vw_args`; one newly found so is recorded, then
-    skipped, unless it is one too many in a row (the model then stalls before it; CASCADE)."""
+    learned order, but those unlearnable under `vw_args`; one newly found so (or `damage`, one
+    the caller found) is recorded, then skipped, unless it is one too many in a row or cannot
+    be recorded (the model then stalls before it; CASCADE, NOT_RECORDED)."""
     # A checkpoint past the log's last learned row holds events the log lost (synchronous=NORMAL
     # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
     store.discard_after(experiment, decision_log.max_learned_seq(experiment))
     marked: set[int] = set()
     stall_reason = ""
     while True:
+        if damage is not None:
+            item = damage.item
+            if item.seq in marked:
+                until_seq, stall_reason = item.seq, UNSEEN_MARK
+            elif decision_log.follows_broken_rows(experiment, vw_args, item.seq, CASCADE_AFTER):
+                until_seq, stall_reason = item.seq, CASCADE
+            else:
+                try:
+                    mark_unlearnable(decision_log, experiment, vw_args, item, damage.error)
+                    marked.add(item.seq)
+                except Exception:  # the server must still start: serve what came before it
+                    log.exception("unlearnable_event_not_recorded", experiment=experiment)
+                    until_seq, stall_reason = item.seq, NOT_RECORDED
         model, checkpoint_seq, replayed, damage = _replay(
             decision_log, store, experiment, vw_args, epoch, update_interval, until_seq
         )
         if damage is None:
             break
-        item = damage.item
-        if item.seq in marked:
-            until_seq, stall_reason = item.seq, UNSEEN_MARK
-            continue
-        if decision_log.follows_broken_rows(experiment, vw_args, item.seq, CASCADE_AFTER):
-            until_seq, stall_reason = item.seq, CASCADE
-            continue
-        try:
-            mark_unlearnable(decision_log, experiment, vw_args, item, damage.error)
-        except Exception:  # the server must still start: serve what came before the event
-            log.exception("unlearnable_event_not_recorded", experiment=experiment)
-            until_seq, stall_reason = item.seq, NOT_RECORDED
-            continue
-        marked.add(item.seq)
     if stall_reason:
         model.stalled = True
         log.error("learning_stalled", experiment=experiment, reason=stall_reason)
@@ -98,7 +101,7 @@ def _replay(
     epoch: str,
     update_interval: float,
     until_seq: int | None,
-) -> tuple[ExperimentModel, int | None, int, _Damage | None]:
+) -> tuple[ExperimentModel, int | None, int, Damage | None]:
     """(model, checkpoint seq, events replayed, the event that broke the model if one did: the
     model is then unusable and the replay must start over)."""
     # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
@@ -122,7 +125,7 @@ def _replay(
                 replayed += model.learn(item)
             except UnlearnableEvent as exc:
                 if exc.damaged:
-                    damage = _Damage(item, exc)
+                    damage = Damage(item, exc)
                     break
                 try:
                     mark_unlearnable(decision_log, experiment, vw_args, item, exc)
