@@ -2,7 +2,8 @@
 
 Learning happens off the event loop so Rank never waits on it. The writer thread hands over
 learned rows in commit order, which is the learned log's order, so the model is always the
-log's prefix.
+log's prefix. A model broken by an event is rebuilt on a thread of its own, so one experiment's
+rebuild does not hold up the others; that experiment's later rows wait for it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -20,7 +22,7 @@ import structlog
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
-from bandit_server.storage.records import LearnedRow, LearnItem
+from bandit_server.storage.records import LearnedRow
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
 log = structlog.get_logger(__name__)
@@ -37,6 +39,34 @@ class _Call:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Rebuild:
+    """A model being rebuilt without an event that broke it, off the learner thread. `held`:
+    the experiment's rows from that event on, learned once the rebuilt model is in place."""
+
+    model: ExperimentModel
+    damage: Damage
+    held: list[LearnedRow]
+    result: Future[ExperimentModel] | None = None
+
+
+class Pacer:
+    """Rests a thread that holds the GIL for long (VW holds it while learning) for `rest`
+    seconds after each `work` seconds, so the event loop, the log writer and the learner get
+    it without waiting out the interpreter's switch interval each time they want it back."""
+
+    def __init__(self, work: float = 0.005, rest: float = 0.001) -> None:
+        self._work = work
+        self._rest = rest
+        self._until = time.monotonic() + work
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self._until:
+            time.sleep(self._rest)
+            self._until = time.monotonic() + self._work
 
 
 _STOP = object()
@@ -80,6 +110,10 @@ class Learner:
         # waiters check this, so a model replaced by a rebuild cannot strand them.
         self._processed: dict[str, int] = {}
         self._waiters_lock = threading.Lock()
+        # A rebuild replays the log (~80 us an event; the whole log for models VW cannot
+        # resume): on its own thread, so other experiments keep learning meanwhile.
+        self._rebuilds: dict[str, _Rebuild] = {}
+        self._rebuilder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-rebuild")
         self.backlog_max = 0
 
     def start(self) -> None:
@@ -124,11 +158,15 @@ class Learner:
         store.delete(experiment)
         with self._waiters_lock:
             self._processed.pop(experiment, None)
+        rebuild = self._rebuilds.pop(experiment, None)
+        for row in rebuild.held if rebuild is not None else ():
+            self._wake(experiment, row.seq)  # their rows are gone: nothing left to learn
 
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
         self._queue.put(_STOP)
         self._thread.join()
+        self._rebuilder.shutdown(wait=True)
 
     def _run(self) -> None:
         while True:
@@ -151,6 +189,9 @@ class Learner:
                         self._run_call(item)  # type: ignore[arg-type]
             if stop:
                 self._drain()
+                while self._rebuilds:  # finish them, and what they hold, before checkpointing
+                    self._install(*next(iter(self._rebuilds.items())))
+                    self._drain()
                 self._guarded(self.checkpoint_all)
                 return
             self.backlog_max = max(self.backlog_max, self._queue.qsize())
@@ -180,62 +221,99 @@ class Learner:
             call.error = exc
         call.done.set()
 
-    def _learn_rows(self, items: list[tuple[str, LearnedRow]]) -> None:
+    def _learn_rows(self, rows: list[tuple[str, LearnedRow]]) -> None:
         """Learn rows in queue order, reading their decisions with one query per experiment."""
         by_experiment: dict[str, list[LearnedRow]] = {}
-        for experiment, row in items:
+        for experiment, row in rows:
             by_experiment.setdefault(experiment, []).append(row)
-        for experiment, rows in by_experiment.items():
-            # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
-            model = self._models().get(experiment)
-            try:
-                if model is not None and not model.deleted and not model.stalled:
-                    todo = [row for row in rows if row.seq > model.learned_seq]
-                    if todo:
-                        for item in self._log.learn_batch(experiment, todo):
-                            try:
-                                model.learn(item)
-                            except UnlearnableEvent as exc:
-                                self._skip(experiment, model, item, exc)
-                                if model.stalled:
-                                    break
-            except Exception:
-                if model is not None and not model.deleted:
-                    # Learning on would skip this event for good (a checkpoint would cover it).
-                    # Stop here instead; a restart replays from the last learned row.
-                    model.stalled = True
-                    log.exception("learning_stalled", experiment=experiment)
-            finally:
+        for experiment, mine in by_experiment.items():
+            rebuild = self._rebuilds.get(experiment)
+            if rebuild is not None:
+                rebuild.held.extend(mine)
+                continue
+            handled = self._learn_experiment(experiment, mine)
+            if handled:
                 with self._waiters_lock:
                     done = self._processed.get(experiment, 0)
-                    self._processed[experiment] = max(done, rows[-1].seq)
-                for row in rows:
+                    self._processed[experiment] = max(done, handled[-1].seq)
+                for row in handled:
                     self._wake(experiment, row.seq)
 
-    def _skip(
-        self, experiment: str, model: ExperimentModel, item: LearnItem, error: UnlearnableEvent
+    def _learn_experiment(self, experiment: str, rows: list[LearnedRow]) -> list[LearnedRow]:
+        """Learn `rows`; returns those handled: all of them, unless one broke the model, which
+        is then rebuilt off this thread and holds that row and the ones after it."""
+        # Look the model up now, not at enqueue time: a rebuild may have replaced it since.
+        model = self._models().get(experiment)
+        if model is None or model.deleted or model.stalled:
+            return rows
+        try:
+            todo = [row for row in rows if row.seq > model.learned_seq]
+            if not todo:
+                return rows
+            for item in self._log.learn_batch(experiment, todo):
+                try:
+                    model.learn(item)
+                except UnlearnableEvent as exc:
+                    if exc.damaged:
+                        held = [row for row in rows if row.seq >= item.seq]
+                        self._rebuild(experiment, model, Damage(item, exc), held)
+                        return rows[: len(rows) - len(held)]
+                    # VW never saw it: record it, so a restart and the export skip it too.
+                    mark_unlearnable(self._log, experiment, model.vw_args, item, exc)
+                    model.skip(item.seq)
+        except Exception:
+            if not model.deleted:
+                # Learning on would skip this event for good (a checkpoint would cover it).
+                # Stop here instead; a restart replays from the last learned row.
+                model.stalled = True
+                log.exception("learning_stalled", experiment=experiment)
+        return rows
+
+    def _rebuild(
+        self, experiment: str, model: ExperimentModel, damage: Damage, held: list[LearnedRow]
     ) -> None:
-        """Go on without `item`, recorded first so a restart and the export skip it too. A model
-        it broke is rebuilt from the log without it (rare: only on such events), or, when it is
-        one too many in a row or cannot be recorded, to just before it, stalled (see
-        recovery.restore_model, which decides this for the replay at start too)."""
-        if not error.damaged:
-            mark_unlearnable(self._log, experiment, model.vw_args, item, error)
-            model.skip(item.seq)
-            return
-        model.restore_from(
-            restore_model(
-                self._log,
-                self._store,
-                experiment,
-                model.vw_args,
-                model.epoch,
-                model.update_interval,
-                damage=Damage(item, error),
-            )
+        """Rebuild `model` from the log without the event that broke it (rare: only on such
+        events), or, when it is one too many in a row or cannot be recorded, to just before
+        it, stalled (recovery.restore_model decides, as for the replay at start). Meanwhile
+        Rank gets UNAVAILABLE with interval 0, or keeps its snapshot."""
+        rebuild = _Rebuild(model, damage, held)
+        rebuild.result = self._rebuilder.submit(
+            restore_model,
+            self._log,
+            self._store,
+            experiment,
+            model.vw_args,
+            model.epoch,
+            model.update_interval,
+            damage=damage,
+            pace=Pacer(),
         )
-        if not model.stalled:
-            model.skip(item.seq)
+        self._rebuilds[experiment] = rebuild
+        rebuild.result.add_done_callback(
+            lambda _: self._queue.put(_Call(lambda: self._install(experiment, rebuild)))
+        )
+
+    def _install(self, experiment: str, rebuild: _Rebuild) -> None:
+        """Put a finished rebuild's model in place, then learn the rows it held."""
+        if self._rebuilds.get(experiment) is not rebuild:  # installed at stop, or deleted
+            return
+        del self._rebuilds[experiment]
+        model = rebuild.model
+        assert rebuild.result is not None
+        try:
+            rebuilt = rebuild.result.result()
+        except Exception:
+            # It stays damaged: with interval 0 Rank gets UNAVAILABLE until a restart.
+            model.stalled = True
+            log.exception("learning_stalled", experiment=experiment, reason="rebuild failed")
+        else:
+            # Unless the experiment was deleted or given new vw_args meanwhile: its new model
+            # came from the log, and the held rows find it below.
+            if not model.deleted and self._models().get(experiment) is model:
+                model.restore_from(rebuilt)
+                if not model.stalled:
+                    model.skip(rebuild.damage.item.seq)
+        self._learn_rows([(experiment, row) for row in rebuild.held])
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:
@@ -259,8 +337,14 @@ class Learner:
 
     def checkpoint_all(self) -> None:
         for name, model in self._models().items():
-            # A stalled model may have failed halfway through an event: never save it.
-            if model.deleted or model.stalled or model.checkpointed_seq == model.learned_seq:
+            # A stalled model may have failed halfway through an event, a damaged one learned
+            # an event that broke it: never save them.
+            if (
+                model.deleted
+                or model.stalled
+                or model.damaged
+                or model.checkpointed_seq == model.learned_seq
+            ):
                 continue
             data, seq, count = model.serialize()
             self._store.save(

@@ -4,6 +4,7 @@ reward windows. The model is derived state; this is what makes that true."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -49,11 +50,13 @@ def restore_model(
     *,
     until_seq: int | None = None,
     damage: Damage | None = None,
+    pace: Callable[[], None] | None = None,
 ) -> ExperimentModel:
     """The newest usable checkpoint, then every learned row after it (before `until_seq`), in
     learned order, but those unlearnable under `vw_args`; one newly found so (or `damage`, one
     the caller found) is recorded, then skipped, unless it is one too many in a row or cannot
-    be recorded (the model then stalls before it; CASCADE, NOT_RECORDED)."""
+    be recorded (the model then stalls before it; CASCADE, NOT_RECORDED). `pace` runs after each
+    replayed event."""
     # A checkpoint past the log's last learned row holds events the log lost (synchronous=NORMAL
     # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
     store.discard_after(experiment, decision_log.max_learned_seq(experiment))
@@ -74,7 +77,7 @@ def restore_model(
                     log.exception("unlearnable_event_not_recorded", experiment=experiment)
                     until_seq, stall_reason = item.seq, NOT_RECORDED
         model, checkpoint_seq, replayed, damage = _replay(
-            decision_log, store, experiment, vw_args, epoch, update_interval, until_seq
+            decision_log, store, experiment, vw_args, epoch, update_interval, until_seq, pace
         )
         if damage is None:
             break
@@ -101,6 +104,7 @@ def _replay(
     epoch: str,
     update_interval: float,
     until_seq: int | None,
+    pace: Callable[[], None] | None,
 ) -> tuple[ExperimentModel, int | None, int, Damage | None]:
     """(model, checkpoint seq, events replayed, the event that broke the model if one did: the
     model is then unusable and the replay must start over)."""
@@ -121,6 +125,8 @@ def _replay(
         for item in items:
             if until_seq is not None and item.seq >= until_seq:
                 break
+            if pace is not None:
+                pace()
             try:
                 replayed += model.learn(item)
             except UnlearnableEvent as exc:
