@@ -1,4 +1,5 @@
-"""`make bench`: Rank beside an empty handler on the same server, and the learner beside raw VW.
+"""`make bench`: Rank beside an empty handler on the same server, the learner beside raw VW, a
+model rebuild beside another experiment's learning, and the offline tools.
 
 Runs alternate (empty, floor, rank, empty, ...) so machine noise hits all alike; the best run of
 each is reported. The floor handler (bench.floor) does only what any Rank must, so its ratio is
@@ -129,6 +130,12 @@ def main() -> None:
             f"learn_one {learn['raw_vw_per_s']:.0f} events/s on the same {learn['events']:.0f} "
             f"examples: ratio {learn['ratio']:.2f}"
         )
+    print()
+    print("A model rebuild beside another experiment's learning (in process)")
+    from bandit_server.bench import rebuild as rebuild_bench
+
+    results["rebuild"] = rebuild_bench.run()
+    rebuild_bench.report(results["rebuild"])  # type: ignore[arg-type]
     print()
     print("Offline: estimators on 1,000,000 logged events")
     from bandit_server.bench import estimators as estimators_bench
