@@ -20,6 +20,7 @@ import pytest
 from bandit_server.core.dsjson import prediction_line
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.core.types import Feature, Namespace, RankInput
+from bandit_server.engine import engine as engine_module
 from bandit_server.engine import learner as learner_module
 from bandit_server.engine.engine import Engine
 from bandit_server.errors import Unavailable
@@ -34,22 +35,24 @@ GUARD_SECONDS = 60  # a bound against hanging, never reached when the code is ri
 
 
 class Gate:
-    """Holds the learner's rebuilds until opened."""
+    """Holds the rebuilds that `module` starts (the learner's by default) until opened."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: object = learner_module) -> None:
         self.started = threading.Event()
         self.opened = threading.Event()
         self.rebuilds = 0
-        real = learner_module.restore_model  # type: ignore[attr-defined]
+        real = module.restore_model  # type: ignore[attr-defined]
 
         def gated(*args: object, **kwargs: object) -> object:
+            if kwargs.get("pace") is None:  # not a rebuild: a start or a new experiment
+                return real(*args, **kwargs)
             self.rebuilds += 1
             self.started.set()
             if not self.opened.wait(GUARD_SECONDS):
                 raise AssertionError("the gate was never opened")
             return real(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(learner_module, "restore_model", gated)
+        monkeypatch.setattr(module, "restore_model", gated)
 
 
 async def _rank(engine: Engine, experiment: str, event_id: str, x: float) -> None:
@@ -77,10 +80,10 @@ async def _probe(engine: Engine, event_id: str) -> dict[str, float]:
     return dict(ranked.ranking)
 
 
-def _fresh_vw_probe(data_dir: Path) -> dict[str, float]:
-    """What a fresh VW trained on the export's learned lines serves on the probe."""
+def _fresh_vw_probe(data_dir: Path, vw_args: str = BROKEN_ARGS) -> dict[str, float]:
+    """What a fresh VW with `vw_args` trained on the export's learned lines serves on the probe."""
     lines = list(iter_dsjson(data_dir, "w"))
-    policy, _, _ = replay(BROKEN_ARGS, lines)
+    policy, _, _ = replay(vw_args, lines)
     c = json.loads(lines[0])["c"]
     c["User"] = {"x": 0.25, "s": "s1"}
     pmf = policy.predict_one(prediction_line(json.dumps(c, separators=(",", ":"))))
@@ -106,7 +109,9 @@ def test_other_experiments_learn_while_a_broken_model_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float
 ) -> None:
     gate = Gate(monkeypatch)
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 2)  # held rows are learned in batches
     served: list[dict[str, float]] = []
+    checkpoints = tmp_path / "models" / "w"
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await _setup(engine, interval)
@@ -125,6 +130,9 @@ def test_other_experiments_learn_while_a_broken_model_is_rebuilt(
             await asyncio.wait_for(_event(engine, "b", f"b{i}", 0.1 * i, 1.0), GUARD_SECONDS)
         assert engine.get_experiment("b").learned_events == 5
         assert engine.get_experiment("w").learned_events == 10
+        saved = sorted(checkpoints.glob("*"))
+        await asyncio.to_thread(engine.learner.call, engine.learner.checkpoint_all)
+        assert sorted(checkpoints.glob("*")) == saved  # never the broken model
         gate.opened.set()
         await asyncio.gather(poison, *held)
         await _handled(engine, "w", 14)
@@ -198,8 +206,9 @@ def test_deleting_an_experiment_during_its_rebuild_releases_what_it_held(
         await _setup(engine, 0.0)
         poison = asyncio.ensure_future(engine.reward("w", "poison", 1e15))
         assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
-        await engine.delete_experiment("w")
-        await asyncio.wait_for(poison, GUARD_SECONDS)
+        # Before, the deletion waited for the rebuild on the learner thread.
+        await asyncio.wait_for(engine.delete_experiment("w"), GUARD_SECONDS / 3)
+        await asyncio.wait_for(poison, GUARD_SECONDS / 3)
         gate.opened.set()
         await engine.create_experiment(ExperimentConfig("w", BROKEN_ARGS, 10.0, 0.0))
         for i in range(3):
@@ -209,3 +218,92 @@ def test_deleting_an_experiment_during_its_rebuild_releases_what_it_held(
         assert not status.learning_stalled
 
     run(tmp_path, scenario)
+
+
+def test_other_experiments_learn_while_new_vw_args_retrain_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changing vw_args retrains on the whole learned log. Before, that ran on the learner
+    thread and held every other experiment's learning for as long. Now Rank serves the old
+    model meanwhile, which learns on, and the new model learns what it learned once it is in
+    place: the result is a fresh VW with the new args trained on the export."""
+    gate = Gate(monkeypatch, engine_module)
+    new_args = "--cb_explore_adf --squarecb -q UA"
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        await engine.create_experiment(ExperimentConfig("b", OTHER_ARGS, 10.0, 0.0))
+        for i in range(10):
+            await _event(engine, "w", f"n{i}", 0.1 * i, float(i % 2))
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", new_args, 10.0, 0.0))
+        )
+        assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
+        for i in range(4):  # the old model serves and learns (each Reward waits for it)
+            await asyncio.wait_for(
+                _event(engine, "w", f"during{i}", 0.3 * i, float(i % 2)), GUARD_SECONDS
+            )
+            await asyncio.wait_for(_event(engine, "b", f"b{i}", 0.1 * i, 1.0), GUARD_SECONDS)
+        status = engine.get_experiment("w")
+        assert (status.config.vw_args, status.learned_events) == (OTHER_ARGS, 14)
+        assert engine.get_experiment("b").learned_events == 4
+        gate.opened.set()
+        status = await update
+        assert (status.config.vw_args, status.learned_events) == (new_args, 14)
+        await _event(engine, "w", "after", 0.7, 1.0)
+        assert engine.get_experiment("w").learned_events == 15
+        served.append(await _probe(engine, "probe-1"))
+
+    run(tmp_path, scenario)
+    assert gate.rebuilds == 1
+    expected = _fresh_vw_probe(tmp_path, new_args)
+    assert served == [expected]
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.config.vw_args, status.learned_events) == (new_args, 15)
+        assert await _probe(engine, "probe-2") == expected
+
+    run(tmp_path, after_restart)
+
+
+def test_new_vw_args_during_a_rebuild_take_over_what_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vw_args change while the model is rebuilt after a poison event: the new model comes
+    after the rebuild (one rebuild thread) and takes over the rows it held, whether they were
+    learned by then or not; it equals a fresh VW with the new args trained on the export."""
+    gate = Gate(monkeypatch)
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 1)
+    new_args = "--cb_explore_adf --ftrl --squarecb -q UA"
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.0)
+        poison = asyncio.ensure_future(engine.reward("w", "poison", 1e15))
+        assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
+        held = [asyncio.ensure_future(engine.reward("w", f"m{i}", float(i % 2))) for i in range(3)]
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", new_args, 10.0, 0.0))
+        )
+        await asyncio.sleep(0.1)  # let the update queue its retrain, if it gets that far
+        gate.opened.set()
+        status = await asyncio.wait_for(update, GUARD_SECONDS)
+        await asyncio.gather(poison, *held)
+        assert status.config.vw_args == new_args
+        for i in range(3):
+            await _event(engine, "w", f"after{i}", 0.3 * i, 1.0)
+        status = engine.get_experiment("w")
+        assert status.learned_events + status.unlearnable_events == 17
+        assert not status.learning_stalled
+        served.append(await _probe(engine, "probe-1"))
+
+    run(tmp_path, scenario)
+    expected = _fresh_vw_probe(tmp_path, new_args)
+    assert served == [expected]
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        assert await _probe(engine, "probe-2") == expected
+
+    run(tmp_path, after_restart)

@@ -192,7 +192,9 @@ class Engine:
         self._set_model(config.name, model)
         return runtime
 
-    def _restore_model(self, config: ExperimentConfig, epoch: str) -> ExperimentModel:
+    def _restore_model(
+        self, config: ExperimentConfig, epoch: str, pace: Callable[[], None] | None = None
+    ) -> ExperimentModel:
         return restore_model(
             self.log,
             self._store,
@@ -200,6 +202,7 @@ class Engine:
             config.vw_args,
             epoch,
             config.model_update_interval_seconds,
+            pace=pace,
         )
 
     def _add_runtime(self, runtime: _Runtime) -> None:
@@ -327,22 +330,25 @@ class Engine:
 
     async def _change_policy(self, runtime: _Runtime, config: ExperimentConfig) -> None:
         """Retrain on the whole learned log with the new vw_args, so the model stays "fresh VW
-        with these args + the learned lines". On the learner thread, between learned events; the
-        new settings are saved and swapped in there too, all or nothing."""
+        with these args + the learned lines". The replay runs on the learner's rebuild thread
+        (other experiments learn on, and Rank serves the old model meanwhile); the swap runs
+        on the learner thread, all or nothing: the new settings are saved, the new model
+        replaces the old one and first learns what the old one learned meanwhile."""
         old_model = runtime.model
+        model = await asyncio.wrap_future(
+            self.learner.build(lambda pace: self._restore_model(config, runtime.epoch, pace))
+        )
 
-        def rebuild() -> ExperimentModel:
-            model = self._restore_model(config, runtime.epoch)
+        def swap() -> None:
             with self._models_lock:
                 if old_model.deleted or self._models.get(config.name) is not old_model:
                     raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
                 self._save_config(config)
                 self._set_model(config.name, model)
-            return model
+            self.learner.catch_up(config.name, model)
 
-        rebuilt = await asyncio.to_thread(self.learner.call, rebuild)
-        assert isinstance(rebuilt, ExperimentModel)
-        runtime.model = rebuilt
+        await asyncio.to_thread(self.learner.call, swap)
+        runtime.model = model
         runtime.config = config
 
     async def _run_to_end(self, work: Coroutine[Any, Any, T]) -> T:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
+from bandit_server.engine.rebuild import Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnedRow
@@ -39,34 +40,6 @@ class _Call:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class _Rebuild:
-    """A model being rebuilt without an event that broke it, off the learner thread. `held`:
-    the experiment's rows from that event on, learned once the rebuilt model is in place."""
-
-    model: ExperimentModel
-    damage: Damage
-    held: list[LearnedRow]
-    result: Future[ExperimentModel] | None = None
-
-
-class Pacer:
-    """Rests a thread that holds the GIL for long (VW holds it while learning) for `rest`
-    seconds after each `work` seconds, so the event loop, the log writer and the learner get
-    it without waiting out the interpreter's switch interval each time they want it back."""
-
-    def __init__(self, work: float = 0.005, rest: float = 0.001) -> None:
-        self._work = work
-        self._rest = rest
-        self._until = time.monotonic() + work
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now >= self._until:
-            time.sleep(self._rest)
-            self._until = time.monotonic() + self._work
 
 
 _STOP = object()
@@ -112,7 +85,7 @@ class Learner:
         self._waiters_lock = threading.Lock()
         # A rebuild replays the log (~80 us an event; the whole log for models VW cannot
         # resume): on its own thread, so other experiments keep learning meanwhile.
-        self._rebuilds: dict[str, _Rebuild] = {}
+        self._rebuilds: dict[str, Rebuild] = {}
         self._rebuilder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-rebuild")
         self.backlog_max = 0
 
@@ -138,6 +111,26 @@ class Learner:
             raise job.error
         return job.result
 
+    def build(self, replay: Callable[[Pacer], ExperimentModel]) -> Future[ExperimentModel]:
+        """Run `replay` (a model built from the log) on the rebuild thread, paced, so learning
+        goes on meanwhile; `catch_up` the result once it is in place."""
+        return self._rebuilder.submit(replay, Pacer())
+
+    def catch_up(self, experiment: str, model: ExperimentModel) -> None:
+        """On this thread, once `model` (from `build`) has replaced the experiment's model:
+        learn what this thread handled, with the model it replaced, after `model`'s replay,
+        and what a rebuild of the replaced model holds (that rebuild is no longer wanted)."""
+        held: list[LearnedRow] = []
+        rebuild = self._rebuilds.pop(experiment, None)
+        if rebuild is not None:
+            rebuild.abandon()
+            held = rebuild.held
+        handled = self._processed.get(experiment, 0)
+        rows = []
+        if handled > model.learned_seq:
+            rows = self._log.learned_rows(experiment, model.learned_seq, handled)
+        self._learn_rows([(experiment, row) for row in rows + held])
+
     async def wait_learned(self, experiment: str, model: ExperimentModel, seq: int) -> None:
         """Return once the learner has handled the learned-log row `seq` of `experiment`."""
         loop = asyncio.get_running_loop()
@@ -159,8 +152,10 @@ class Learner:
         with self._waiters_lock:
             self._processed.pop(experiment, None)
         rebuild = self._rebuilds.pop(experiment, None)
-        for row in rebuild.held if rebuild is not None else ():
-            self._wake(experiment, row.seq)  # their rows are gone: nothing left to learn
+        if rebuild is not None:
+            rebuild.abandon()
+            for row in rebuild.held:
+                self._wake(experiment, row.seq)  # their rows are gone: nothing left to learn
 
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
@@ -171,7 +166,10 @@ class Learner:
     def _run(self) -> None:
         while True:
             try:
-                first = self._queue.get(timeout=TICK_SECONDS)
+                if any(rebuild.draining for rebuild in self._rebuilds.values()):
+                    first = self._queue.get_nowait()
+                else:
+                    first = self._queue.get(timeout=TICK_SECONDS)
             except queue.Empty:
                 first = None
             items = [] if first is None else [first]
@@ -190,10 +188,14 @@ class Learner:
             if stop:
                 self._drain()
                 while self._rebuilds:  # finish them, and what they hold, before checkpointing
-                    self._install(*next(iter(self._rebuilds.items())))
+                    for experiment, rebuild in list(self._rebuilds.items()):
+                        if not rebuild.draining:
+                            self._install(experiment, rebuild)
+                    self._learn_held(limit=None)
                     self._drain()
                 self._guarded(self.checkpoint_all)
                 return
+            self._learn_held(limit=MAX_BATCH)
             self.backlog_max = max(self.backlog_max, self._queue.qsize())
             self._guarded(self._maintain)
 
@@ -222,22 +224,40 @@ class Learner:
         call.done.set()
 
     def _learn_rows(self, rows: list[tuple[str, LearnedRow]]) -> None:
-        """Learn rows in queue order, reading their decisions with one query per experiment."""
+        """Learn rows in queue order, reading their decisions with one query per experiment;
+        an experiment's rows wait while its model is rebuilt."""
         by_experiment: dict[str, list[LearnedRow]] = {}
         for experiment, row in rows:
             by_experiment.setdefault(experiment, []).append(row)
         for experiment, mine in by_experiment.items():
             rebuild = self._rebuilds.get(experiment)
             if rebuild is not None:
-                rebuild.held.extend(mine)
+                rebuild.hold(mine)
+            else:
+                self._learn_now(experiment, mine)
+
+    def _learn_now(self, experiment: str, rows: list[LearnedRow]) -> None:
+        handled = self._learn_experiment(experiment, rows)
+        if handled:
+            with self._waiters_lock:
+                done = self._processed.get(experiment, 0)
+                self._processed[experiment] = max(done, handled[-1].seq)
+            for row in handled:
+                self._wake(experiment, row.seq)
+
+    def _learn_held(self, limit: int | None) -> None:
+        """Learn the rows rebuilt models held, `limit` per experiment a pass: a long rebuild
+        holds many, and learning them in one go would hold up the other experiments again."""
+        for experiment, rebuild in list(self._rebuilds.items()):
+            if not rebuild.draining:
                 continue
-            handled = self._learn_experiment(experiment, mine)
-            if handled:
-                with self._waiters_lock:
-                    done = self._processed.get(experiment, 0)
-                    self._processed[experiment] = max(done, handled[-1].seq)
-                for row in handled:
-                    self._wake(experiment, row.seq)
+            chunk = rebuild.held if limit is None else rebuild.held[:limit]
+            del rebuild.held[: len(chunk)]
+            if not rebuild.held and self._rebuilds.get(experiment) is rebuild:
+                del self._rebuilds[experiment]
+            # While rows remain the record stays, so new rows queue behind them, and a row
+            # that breaks the model again hands them to the next rebuild (see _rebuild).
+            self._learn_now(experiment, chunk)
 
     def _learn_experiment(self, experiment: str, rows: list[LearnedRow]) -> list[LearnedRow]:
         """Learn `rows`; returns those handled: all of them, unless one broke the model, which
@@ -276,7 +296,10 @@ class Learner:
         events), or, when it is one too many in a row or cannot be recorded, to just before
         it, stalled (recovery.restore_model decides, as for the replay at start). Meanwhile
         Rank gets UNAVAILABLE with interval 0, or keeps its snapshot."""
-        rebuild = _Rebuild(model, damage, held)
+        rebuild = Rebuild(model, damage, held)
+        previous = self._rebuilds.get(experiment)
+        if previous is not None:  # a rebuild's held rows broke the model again
+            rebuild.hold(previous.held)
         rebuild.result = self._rebuilder.submit(
             restore_model,
             self._log,
@@ -286,18 +309,17 @@ class Learner:
             model.epoch,
             model.update_interval,
             damage=damage,
-            pace=Pacer(),
+            pace=Pacer(abandoned=rebuild.abandoned),
         )
         self._rebuilds[experiment] = rebuild
         rebuild.result.add_done_callback(
             lambda _: self._queue.put(_Call(lambda: self._install(experiment, rebuild)))
         )
 
-    def _install(self, experiment: str, rebuild: _Rebuild) -> None:
-        """Put a finished rebuild's model in place, then learn the rows it held."""
-        if self._rebuilds.get(experiment) is not rebuild:  # installed at stop, or deleted
-            return
-        del self._rebuilds[experiment]
+    def _install(self, experiment: str, rebuild: Rebuild) -> None:
+        """Put a finished rebuild's model in place; its held rows are learned next."""
+        if self._rebuilds.get(experiment) is not rebuild or rebuild.draining:
+            return  # installed at stop, or no longer wanted
         model = rebuild.model
         assert rebuild.result is not None
         try:
@@ -307,13 +329,11 @@ class Learner:
             model.stalled = True
             log.exception("learning_stalled", experiment=experiment, reason="rebuild failed")
         else:
-            # Unless the experiment was deleted or given new vw_args meanwhile: its new model
-            # came from the log, and the held rows find it below.
             if not model.deleted and self._models().get(experiment) is model:
                 model.restore_from(rebuilt)
                 if not model.stalled:
                     model.skip(rebuild.damage.item.seq)
-        self._learn_rows([(experiment, row) for row in rebuild.held])
+        rebuild.draining = True
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:

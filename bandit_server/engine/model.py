@@ -72,9 +72,10 @@ class Snapshot:
 
 
 class ExperimentModel:
-    """Thread contract: `learn`, `publish` and `serialize` run on the learner thread; `predict`
-    on the event loop. With interval 0 both touch the training policy, under `_lock`; otherwise
-    Rank reads the published snapshot, which only the event loop uses once published.
+    """Thread contract: `learn`, `publish` and `serialize` run on the learner thread (or, for a
+    model being built, on the rebuild thread that builds it); `predict` on the event loop. With
+    interval 0 both touch the training policy, under `_lock`; otherwise Rank reads the
+    published snapshot, which only the event loop uses once published.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class ExperimentModel:
         self.stalled = False  # set by the learner when an event fails to learn
         # Set between learning an event that broke the training policy and its restoration.
         self.damaged = False
+        self._pending_interval: float | None = None  # set_update_interval while damaged
         self._snapshot = self._make_snapshot()
 
     def _make_snapshot(self) -> Snapshot:
@@ -179,16 +181,25 @@ class ExperimentModel:
             self.learned_count = rebuilt.learned_count
             self.stalled = rebuilt.stalled
             self.damaged = False
+            if self._pending_interval is not None:
+                self._set_update_interval(self._pending_interval)
+                self._pending_interval = None
 
     def set_update_interval(self, interval: float) -> None:
         """Change how often Rank's snapshot is refreshed. A model that served live until now
         publishes first: its snapshot may be as old as the experiment, and Rank must never go
-        back to an older model than the one it served."""
+        back to an older model than the one it served. A damaged model cannot publish, so it
+        changes once restored (Rank keeps getting what it got meanwhile)."""
         with self._lock:
-            fresher = self._snapshot.learned_count != self.learned_count
-            if interval > 0 and fresher and not self.damaged:
-                self._snapshot = self._make_snapshot()
-            self.update_interval = interval
+            if self.damaged:
+                self._pending_interval = interval
+            else:
+                self._set_update_interval(interval)
+
+    def _set_update_interval(self, interval: float) -> None:
+        if interval > 0 and self._snapshot.learned_count != self.learned_count:
+            self._snapshot = self._make_snapshot()
+        self.update_interval = interval
 
     def publish_due(self, now: float) -> bool:
         return (

@@ -229,6 +229,15 @@ class SQLiteDecisionLog:
         )
         return int(row[0])
 
+    def learned_rows(self, experiment: str, after_seq: int, up_to_seq: int) -> list[LearnedRow]:
+        """The experiment's learned rows with after_seq < seq <= up_to_seq, in learned order."""
+        rows = self._reader().execute(
+            "SELECT event_id, cost, ts, seq FROM learned"
+            " WHERE experiment = ? AND seq > ? AND seq <= ? ORDER BY seq",
+            (experiment, after_seq, up_to_seq),
+        )
+        return [LearnedRow(experiment, r[0], r[1], r[2], r[3]) for r in rows]
+
     def learn_items(
         self, experiment: str, vw_args: str, after_seq: int = 0
     ) -> Generator[LearnItem, None, None]:

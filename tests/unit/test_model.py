@@ -45,6 +45,27 @@ def test_an_event_that_breaks_the_model_is_reported_and_rank_waits_for_the_resto
     assert model.learn(_item(3, 1.0, -1.0)) and model.learned_seq == 3
 
 
+def test_an_interval_set_while_the_model_is_damaged_takes_effect_once_it_is_restored() -> None:
+    """Before, Rank went back to the snapshot taken when the model was made (0 events), since
+    a damaged model cannot publish a fresh one (found by review)."""
+    model = ExperimentModel(ARGS, "epoch", 0.0)
+    for seq in range(1, 4):
+        model.learn(_item(seq, 0.1 * seq, -1.0))
+    with pytest.raises(UnlearnableEvent):
+        model.learn(_item(4, 1e10, -1e15))
+    model.set_update_interval(60.0)
+    with pytest.raises(Unavailable):  # still live, and still waiting for the restore
+        model.predict(_item(5, 1.0, 0.0).c_json)
+    rebuilt = ExperimentModel(ARGS, "epoch", 0.0)
+    for seq in range(1, 4):
+        rebuilt.learn(_item(seq, 0.1 * seq, -1.0))
+    model.restore_from(rebuilt)
+    assert model.update_interval == 60.0
+    pmf, served = model.predict(_item(5, 1.0, 0.0).c_json)
+    assert served == model.version and served.endswith("-3")
+    assert pmf == rebuilt.predict(_item(5, 1.0, 0.0).c_json)[0]
+
+
 def test_a_number_past_the_interaction_bound_is_refused_before_vw_sees_it() -> None:
     model = ExperimentModel(ARGS + " -q UA", "epoch", 0.0)
     with pytest.raises(UnlearnableEvent) as raised:

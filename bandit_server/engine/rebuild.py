@@ -1,0 +1,67 @@
+"""Model rebuilds off the learner thread: a replay of the log, paced, on a thread of its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from bandit_server.engine.model import ExperimentModel
+from bandit_server.engine.recovery import Damage
+from bandit_server.storage.records import LearnedRow
+
+
+class Abandoned(Exception):
+    """The rebuild's result is no longer wanted (its experiment was deleted or retrained)."""
+
+
+class Pacer:
+    """Rests a thread that holds the GIL for long (VW holds it while learning) for `rest`
+    seconds after each `work` seconds, so the event loop, the log writer and the learner get
+    it without waiting out the interpreter's switch interval each time they want it back.
+    Raises Abandoned once `abandoned` is set."""
+
+    def __init__(
+        self,
+        work: float = 0.005,
+        rest: float = 0.001,
+        abandoned: threading.Event | None = None,
+    ) -> None:
+        self._work = work
+        self._rest = rest
+        self._abandoned = abandoned
+        self._until = time.monotonic() + work
+
+    def __call__(self) -> None:
+        if self._abandoned is not None and self._abandoned.is_set():
+            raise Abandoned
+        now = time.monotonic()
+        if now >= self._until:
+            time.sleep(self._rest)
+            self._until = time.monotonic() + self._work
+
+
+@dataclass(slots=True, eq=False)
+class Rebuild:
+    """A model being rebuilt without an event that broke it. `held`: the experiment's rows from
+    that event on, in learned order; once the rebuilt model is in place (`draining`), they are
+    learned a batch at a time between other work, and rows arriving meanwhile queue behind."""
+
+    model: ExperimentModel
+    damage: Damage
+    held: list[LearnedRow]
+    result: Future[ExperimentModel] | None = None
+    draining: bool = False
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def hold(self, rows: list[LearnedRow]) -> None:
+        earlier = bool(self.held) and bool(rows) and rows[0].seq < self.held[-1].seq
+        self.held.extend(rows)
+        if earlier:  # rows from before the held ones (Learner.catch_up, a second rebuild)
+            self.held.sort(key=lambda row: row.seq)
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        if self.result is not None:
+            self.result.cancel()
