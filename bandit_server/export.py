@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,12 @@ def iter_dsjson(data_dir: Path, experiment: str) -> Iterator[str]:
     check_experiment_name(experiment)
     if not (data_dir / LOG_FILE).exists():
         raise InvalidArgument("data_dir", f"{str(data_dir)!r} holds no decision log ({LOG_FILE})")
-    decision_log = SQLiteDecisionLog(data_dir, "NORMAL")
+    try:
+        decision_log = SQLiteDecisionLog.open_read_only(data_dir)
+    except (sqlite3.DatabaseError, RuntimeError) as error:
+        raise InvalidArgument(
+            "data_dir", f"{str(data_dir / LOG_FILE)!r} cannot be read as a decision log: {error}"
+        ) from error
     try:
         if experiment not in {row.name for row in decision_log.experiments()}:
             raise NotFound(f"experiment {experiment!r} does not exist in {str(data_dir)!r}")

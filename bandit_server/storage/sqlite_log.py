@@ -69,7 +69,22 @@ class SQLiteDecisionLog:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._read_only = False
         self._writer.start()
+
+    @classmethod
+    def open_read_only(cls, data_dir: Path) -> SQLiteDecisionLog:
+        """The log for reading only (export): no writer, no schema change, so it can run
+        beside a server, of this version or an older one, without changing what it reads."""
+        self = cls.__new__(cls)
+        self.path = data_dir / LOG_FILE
+        self._synchronous = "NORMAL"
+        self._local = threading.local()
+        self._readers = []
+        self._readers_lock = threading.Lock()
+        self._read_only = True
+        sqlite_schema.check_readable(self._reader())
+        return self
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -158,8 +173,9 @@ class SQLiteDecisionLog:
         self._reader().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        self._writer.close()
-        self._write_con.close()
+        if not self._read_only:
+            self._writer.close()
+            self._write_con.close()
         with self._readers_lock:
             for con in self._readers:
                 con.close()
@@ -167,10 +183,15 @@ class SQLiteDecisionLog:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._read_only:
+            return sqlite_schema.connect_read_only(str(self.path))
+        return sqlite_schema.connect(str(self.path), self._synchronous)
+
     def _reader(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite_schema.connect(str(self.path), self._synchronous)
+            con = self._connect()
             self._local.con = con
             with self._readers_lock:
                 self._readers.append(con)
@@ -349,7 +370,7 @@ class SQLiteDecisionLog:
         # A connection of its own, in one read transaction for both queries: an event learned
         # between them would otherwise be in neither (export may run beside a live server),
         # and the thread's shared reader stays free for other calls while this one is paused.
-        con = sqlite_schema.connect(str(self.path), self._synchronous)
+        con = self._connect()
         try:
             con.execute("BEGIN")
             yield from self._export_rows(con, experiment)

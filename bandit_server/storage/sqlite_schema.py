@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from urllib.parse import quote
 
 # 2: the unlearnable table; a version-1 server would learn the events it lists.
 SCHEMA_VERSION = 2
@@ -85,6 +86,31 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("PRAGMA foreign_keys=OFF")
     return con
+
+
+def connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write. A version-1 log has no unlearnable table: an empty
+    temporary one stands in, so the same queries read both versions."""
+    con = sqlite3.connect(
+        f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if version is not None and int(version[0]) == 1:
+        con.execute(
+            "CREATE TEMP TABLE unlearnable (seq INTEGER, vw_args TEXT, experiment TEXT,"
+            " event_id TEXT, reason TEXT, damaged INTEGER, ts REAL)"
+        )
+    return con
+
+
+def check_readable(con: sqlite3.Connection) -> None:
+    """Raise unless this server can read the log on `con` (versions 1 and 2)."""
+    row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None or int(row[0]) not in (1, SCHEMA_VERSION):
+        raise RuntimeError(
+            f"decision log schema version {None if row is None else row[0]} is not one this "
+            f"server can read (1 to {SCHEMA_VERSION})"
+        )
 
 
 def create(con: sqlite3.Connection) -> None:

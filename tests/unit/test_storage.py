@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bandit_server.core.experiment import ExperimentConfig
+from bandit_server.errors import InvalidArgument
+from bandit_server.export import iter_dsjson
 from bandit_server.storage.models import Checkpoint, DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
@@ -416,3 +420,50 @@ def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> 
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="schema version 3"):
         SQLiteDecisionLog(tmp_path, "NORMAL")
+
+
+def test_export_reads_a_log_without_changing_it(tmp_path: Path) -> None:
+    """Export opens the log read-only: before, it opened it as the server does, so exporting a
+    version-1 log beside an older server upgraded it, and that server then refused to
+    restart (found by review). Marks of a version-2 log still apply."""
+    log = SQLiteDecisionLog(tmp_path, "NORMAL")
+    config = ExperimentConfig("exp", "--cb_explore_adf", 10.0, 0.0)
+    log.execute_admin(
+        "INSERT INTO experiments (name, config, epoch, created_at, updated_at)"
+        " VALUES (?, ?, 'e', 0, 0)",
+        (config.name, json.dumps(config.to_json_dict())),
+    )
+    committed = threading.Event()
+    for event_id in ("a", "b"):
+        log.submit(
+            [_decision(event_id), LearnedRow("exp", event_id, -1.0, 1.0)],
+            lambda error, rows: committed.set(),
+        )
+    log.flush_and_stop_writing()
+    log.mark_unlearnable("exp", "--cb_explore_adf", 2, "b", "too big", False, 1.0)
+    log.close()
+    path = tmp_path / "decisions.sqlite3"
+
+    lines = [json.loads(line) for line in iter_dsjson(tmp_path, "exp")]
+    assert [(line["EventId"], "_skipLearn" in line) for line in lines] == [
+        ("a", False),
+        ("b", True),
+    ]
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TABLE unlearnable")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    lines = [json.loads(line) for line in iter_dsjson(tmp_path, "exp")]
+    assert [(line["EventId"], "_skipLearn" in line) for line in lines] == [
+        ("a", False),
+        ("b", False),
+    ]
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT value FROM meta").fetchone() == ("1",)
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(InvalidArgument, match=r"data_dir.*schema version 3"):
+        list(iter_dsjson(tmp_path, "exp"))
+    path.write_bytes(b"not a database at all, but long enough to be read as a header" * 2)
+    with pytest.raises(InvalidArgument, match=r"data_dir.*cannot be read as a decision log"):
+        list(iter_dsjson(tmp_path, "exp"))
