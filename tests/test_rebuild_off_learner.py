@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from bandit_server.engine import learner as learner_module
 from bandit_server.engine.engine import Engine
 from bandit_server.errors import Unavailable
 from bandit_server.export import iter_dsjson
+from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from tests.helpers import normalised, replay
 from tests.test_reward_windows import ACTIONS, Clock, run
 
@@ -268,12 +270,13 @@ def test_other_experiments_learn_while_new_vw_args_retrain_a_model(
     run(tmp_path, after_restart)
 
 
-def test_new_vw_args_during_a_rebuild_take_over_what_it_held(
+def test_new_vw_args_during_a_rebuild_wait_for_it_and_learn_what_it_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """vw_args change while the model is rebuilt after a poison event: the new model comes
-    after the rebuild (one rebuild thread) and takes over the rows it held, whether they were
-    learned by then or not; it equals a fresh VW with the new args trained on the export."""
+    """vw_args change while the model is rebuilt after a poison event: the retrain runs after
+    the rebuild (one rebuild thread), and the new model equals a fresh VW with the new args
+    trained on the export. (A retrain that reads the log before the rebuild starts takes
+    over its rows: see test_a_retrain_takes_over_the_rows_a_running_rebuild_held.)"""
     gate = Gate(monkeypatch)
     monkeypatch.setattr(learner_module, "MAX_BATCH", 1)
     new_args = "--cb_explore_adf --ftrl --squarecb -q UA"
@@ -305,5 +308,181 @@ def test_new_vw_args_during_a_rebuild_take_over_what_it_held(
 
     async def after_restart(engine: Engine, clock: Clock) -> None:
         assert await _probe(engine, "probe-2") == expected
+
+    run(tmp_path, after_restart)
+
+
+class HeldBuild:
+    """Holds a vw_args retrain at its first pace, so that its replay has read the log while
+    the old model learns on (found by review: the catch-up was never exercised)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started, self.opened = threading.Event(), threading.Event()
+        held = self
+        real = learner_module.Pacer
+
+        class Held(real):  # type: ignore[misc,valid-type]
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args, **kwargs)
+                self.first = kwargs.get("abandoned") is None  # a build, not a rebuild
+
+            def __call__(self) -> None:
+                if self.first:
+                    self.first = False
+                    held.started.set()
+                    assert held.opened.wait(GUARD_SECONDS)
+                super().__call__()
+
+        monkeypatch.setattr(learner_module, "Pacer", Held)
+
+
+def _batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    real = learner_module.Learner._learn_now
+
+    def learn_now(self: learner_module.Learner, experiment: str, rows: list[object]) -> None:
+        sizes.append(len(rows))
+        real(self, experiment, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(learner_module.Learner, "_learn_now", learn_now)
+    return sizes
+
+
+def test_a_retrain_catches_up_on_what_the_old_model_learned_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = HeldBuild(monkeypatch)
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 4)
+    sizes = _batch_sizes(monkeypatch)
+    new_args = "--cb_explore_adf --squarecb -q UA"
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        for i in range(5):
+            await _event(engine, "w", f"n{i}", 0.1 * i, float(i % 2))
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", new_args, 10.0, 0.0))
+        )
+        assert await asyncio.to_thread(build.started.wait, GUARD_SECONDS)
+        for i in range(40):  # learned by the old model, then caught up by the new one
+            await _event(engine, "w", f"d{i}", 0.01 * i, float(i % 2))
+        build.opened.set()
+        await asyncio.wait_for(update, GUARD_SECONDS)
+        for i in range(3):
+            await _event(engine, "w", f"after{i}", 0.2 * i, 1.0)
+        status = engine.get_experiment("w")
+        assert (status.config.vw_args, status.learned_events) == (new_args, 48)
+        served.append(await _probe(engine, "probe"))
+        assert max(sizes) <= 4  # a batch per pass, not the 40 in one go
+
+    run(tmp_path, scenario)
+    assert served == [_fresh_vw_probe(tmp_path, new_args)]
+
+
+def test_a_retrain_takes_over_the_rows_a_running_rebuild_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain's build reads the log, then the old model breaks on a poison event and its
+    rebuild starts; the new model abandons that rebuild and learns what it held."""
+    build = Gate(monkeypatch, engine_module)
+    rebuild = Gate(monkeypatch)
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 2)
+    sizes = _batch_sizes(monkeypatch)
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.0)
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        )
+        assert await asyncio.to_thread(build.started.wait, GUARD_SECONDS)
+        for i in range(4):
+            await _rank(engine, "w", f"d{i}", 0.1)
+        rewards = [asyncio.ensure_future(engine.reward("w", "poison", 1e15))]
+        rewards += [asyncio.ensure_future(engine.reward("w", f"m{i}", 1.0)) for i in range(3)]
+        rewards += [asyncio.ensure_future(engine.reward("w", f"d{i}", 1.0)) for i in range(4)]
+        build.opened.set()
+        assert await asyncio.to_thread(rebuild.started.wait, GUARD_SECONDS)
+        status = await asyncio.wait_for(update, GUARD_SECONDS)
+        await asyncio.wait_for(asyncio.gather(*rewards), GUARD_SECONDS)
+        rebuild.opened.set()  # abandoned: its result is never used
+        assert status.config.vw_args == OTHER_ARGS
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (18, 0)
+        served.append(await _probe(engine, "probe"))
+        assert max(sizes) <= 2
+
+    run(tmp_path, scenario)
+    assert served == [_fresh_vw_probe(tmp_path, OTHER_ARGS)]
+
+
+def test_a_retrain_whose_args_break_on_the_newest_event_does_not_rebuild_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain marks the poison event and leaves it out; the learner had handled it with
+    the old args, and the catch-up learned it again: the new model broke, a second whole-log
+    rebuild ran, and Rank answered UNAVAILABLE right after the update (found by review)."""
+    rebuilds = Gate(monkeypatch)
+    rebuilds.opened.set()
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        for i in range(10):
+            await _event(engine, "w", f"n{i}", 0.1 * i, float(i % 2))
+        await _event(engine, "w", "poison", 1e10, 1e15)  # fine without --ftrl
+        status = await engine.update_experiment(ExperimentConfig("w", BROKEN_ARGS, 10.0, 0.0))
+        assert (status.learned_events, status.unlearnable_events) == (10, 1)
+        await _rank(engine, "w", "right-after", 0.5)
+        await _event(engine, "w", "after", 0.5, 1.0)
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (11, 1)
+
+    run(tmp_path, scenario)
+    assert rebuilds.rebuilds == 0
+
+
+def test_a_retrain_that_cannot_read_its_catch_up_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the new settings were saved and the new model installed before the read, while
+    Rank kept the old model, which no longer learned (found by review)."""
+    build = HeldBuild(monkeypatch)
+    failing = {"on": True}
+    real = SQLiteDecisionLog.learned_rows
+
+    def learned_rows(self: SQLiteDecisionLog, *args: object) -> object:
+        if failing["on"]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SQLiteDecisionLog, "learned_rows", learned_rows)
+    new_args = "--cb_explore_adf --squarecb -q UA"
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        for i in range(3):
+            await _event(engine, "w", f"n{i}", 0.1 * i, 1.0)
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", new_args, 10.0, 0.0))
+        )
+        assert await asyncio.to_thread(build.started.wait, GUARD_SECONDS)
+        await _event(engine, "w", "d0", 0.5, 1.0)
+        build.opened.set()
+        with pytest.raises(sqlite3.OperationalError):
+            await update
+        failing["on"] = False
+        await _event(engine, "w", "after", 0.3, 1.0)  # the old model serves and learns it
+        status = engine.get_experiment("w")
+        assert (status.config.vw_args, status.learned_events) == (OTHER_ARGS, 5)
+        served.append(await _probe(engine, "probe"))
+
+    run(tmp_path, scenario)
+    assert served == [_fresh_vw_probe(tmp_path, OTHER_ARGS)]
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        assert engine.get_experiment("w").config.vw_args == OTHER_ARGS
+        assert await _probe(engine, "probe-2") == served[0]
 
     run(tmp_path, after_restart)

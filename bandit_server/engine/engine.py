@@ -340,16 +340,17 @@ class Engine:
         )
 
         def swap() -> None:
+            rows = self.learner.catch_up_rows(config.name, model)  # may fail: nothing changed
             with self._models_lock:
                 if old_model.deleted or self._models.get(config.name) is not old_model:
                     raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
                 self._save_config(config)
                 self._set_model(config.name, model)
-            self.learner.catch_up(config.name, model)
+                runtime.model = model
+                runtime.config = config
+            self.learner.catch_up(config.name, rows)
 
         await asyncio.to_thread(self.learner.call, swap)
-        runtime.model = model
-        runtime.config = config
 
     async def _run_to_end(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` to its end even if the caller goes away (stop() waits for it)."""

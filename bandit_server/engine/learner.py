@@ -116,20 +116,24 @@ class Learner:
         goes on meanwhile; `catch_up` the result once it is in place."""
         return self._rebuilder.submit(replay, Pacer())
 
-    def catch_up(self, experiment: str, model: ExperimentModel) -> None:
-        """On this thread, once `model` (from `build`) has replaced the experiment's model:
-        learn what this thread handled, with the model it replaced, after `model`'s replay,
-        and what a rebuild of the replaced model holds (that rebuild is no longer wanted)."""
-        held: list[LearnedRow] = []
+    def catch_up_rows(self, experiment: str, model: ExperimentModel) -> list[LearnedRow]:
+        """On this thread: the rows it handled (with the experiment's current model) after
+        `model`'s replay read the log, which `model` must learn if it takes over."""
+        handled = self._processed.get(experiment, 0)
+        if handled <= model.learned_seq:
+            return []
+        return self._log.learned_rows(experiment, model.learned_seq, handled)
+
+    def catch_up(self, experiment: str, rows: list[LearnedRow]) -> None:
+        """On this thread, right after a model from `build` replaced the experiment's model:
+        learn `rows` (catch_up_rows), then what a rebuild of the replaced model held (it is
+        no longer wanted), a batch per pass like any held rows; new rows queue behind."""
         rebuild = self._rebuilds.pop(experiment, None)
         if rebuild is not None:
             rebuild.abandon()
-            held = rebuild.held
-        handled = self._processed.get(experiment, 0)
-        rows = []
-        if handled > model.learned_seq:
-            rows = self._log.learned_rows(experiment, model.learned_seq, handled)
-        self._learn_rows([(experiment, row) for row in rows + held])
+            rows = rows + rebuild.held
+        if rows:
+            self._rebuilds[experiment] = Rebuild(rows, draining=True)
 
     async def wait_learned(self, experiment: str, model: ExperimentModel, seq: int) -> None:
         """Return once the learner has handled the learned-log row `seq` of `experiment`."""
@@ -270,7 +274,9 @@ class Learner:
             todo = [row for row in rows if row.seq > model.learned_seq]
             if not todo:
                 return rows
-            for item in self._log.learn_batch(experiment, todo):
+            # Rows marked unlearnable are left out (a rebuild or a retrain may have marked
+            # them after they were queued); skip_to below moves past them.
+            for item in self._log.learn_batch(experiment, todo, model.vw_args):
                 try:
                     model.learn(item)
                 except UnlearnableEvent as exc:
@@ -281,6 +287,7 @@ class Learner:
                     # VW never saw it: record it, so a restart and the export skip it too.
                     mark_unlearnable(self._log, experiment, model.vw_args, item, exc)
                     model.skip(item.seq)
+            model.skip(todo[-1].seq)
         except Exception:
             if not model.deleted:
                 # Learning on would skip this event for good (a checkpoint would cover it).
@@ -296,7 +303,7 @@ class Learner:
         events), or, when it is one too many in a row or cannot be recorded, to just before
         it, stalled (recovery.restore_model decides, as for the replay at start). Meanwhile
         Rank gets UNAVAILABLE with interval 0, or keeps its snapshot."""
-        rebuild = Rebuild(model, damage, held)
+        rebuild = Rebuild(held, model, damage)
         previous = self._rebuilds.get(experiment)
         if previous is not None:  # a rebuild's held rows broke the model again
             rebuild.hold(previous.held)
@@ -320,8 +327,8 @@ class Learner:
         """Put a finished rebuild's model in place; its held rows are learned next."""
         if self._rebuilds.get(experiment) is not rebuild or rebuild.draining:
             return  # installed at stop, or no longer wanted
-        model = rebuild.model
-        assert rebuild.result is not None
+        model, damage = rebuild.model, rebuild.damage
+        assert model is not None and damage is not None and rebuild.result is not None
         try:
             rebuilt = rebuild.result.result()
         except Exception:
@@ -332,7 +339,7 @@ class Learner:
             if not model.deleted and self._models().get(experiment) is model:
                 model.restore_from(rebuilt)
                 if not model.stalled:
-                    model.skip(rebuild.damage.item.seq)
+                    model.skip(damage.item.seq)
         rebuild.draining = True
 
     def _wake(self, experiment: str, seq: int) -> None:

@@ -44,13 +44,15 @@ class Pacer:
 
 @dataclass(slots=True, eq=False)
 class Rebuild:
-    """A model being rebuilt without an event that broke it. `held`: the experiment's rows from
-    that event on, in learned order; once the rebuilt model is in place (`draining`), they are
-    learned a batch at a time between other work, and rows arriving meanwhile queue behind."""
+    """A model being rebuilt without an event (`damage`) that broke it. `held`: the
+    experiment's rows from that event on, in learned order; once the rebuilt model is in place
+    (`draining`), they are learned a batch at a time between other work, and rows arriving
+    meanwhile queue behind. A model that replaced another (a vw_args retrain) catches up the
+    same way: a record that is draining from the start, with no damage."""
 
-    model: ExperimentModel
-    damage: Damage
     held: list[LearnedRow]
+    model: ExperimentModel | None = None
+    damage: Damage | None = None
     result: Future[ExperimentModel] | None = None
     draining: bool = False
     abandoned: threading.Event = field(default_factory=threading.Event)
@@ -58,7 +60,7 @@ class Rebuild:
     def hold(self, rows: list[LearnedRow]) -> None:
         earlier = bool(self.held) and bool(rows) and rows[0].seq < self.held[-1].seq
         self.held.extend(rows)
-        if earlier:  # rows from before the held ones (Learner.catch_up, a second rebuild)
+        if earlier:  # a second rebuild taking over the rows of the one before
             self.held.sort(key=lambda row: row.seq)
 
     def abandon(self) -> None:

@@ -283,9 +283,13 @@ class SQLiteDecisionLog:
                 cost,
             )
 
-    def learn_batch(self, experiment: str, rows: Sequence[LearnedRow]) -> list[LearnItem]:
-        """The example text and label of each learned row, in the given order; one query."""
+    def learn_batch(
+        self, experiment: str, rows: Sequence[LearnedRow], vw_args: str | None = None
+    ) -> list[LearnItem]:
+        """The example text and label of each learned row, in the given order, but those marked
+        unlearnable under `vw_args`; a query or two per 500 rows."""
         found: dict[str, tuple[str, str, str]] = {}
+        marked: set[int] = set()
         for start in range(0, len(rows), 500):  # SQLite's default bound-parameter limit is 999
             chunk = rows[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -295,8 +299,18 @@ class SQLiteDecisionLog:
                 (experiment, *(row.event_id for row in chunk)),
             )
             found.update((r[0], (r[1], r[2], r[3])) for r in query)
+            if vw_args is not None:
+                marked.update(
+                    seq
+                    for (seq,) in self._reader().execute(
+                        f"SELECT seq FROM unlearnable WHERE vw_args = ? AND seq IN ({marks})",
+                        (vw_args, *(row.seq for row in chunk)),
+                    )
+                )
         items = []
         for row in rows:
+            if row.seq in marked:
+                continue
             if row.event_id not in found:
                 raise LookupError(f"learned event {experiment}/{row.event_id} has no decision row")
             c_json, ranking, probabilities = found[row.event_id]
