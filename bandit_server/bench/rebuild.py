@@ -101,6 +101,7 @@ async def _measure(data_dir: Path, warm: int) -> dict[str, dict[str, float]]:
 
 
 def run(warm: int = 8_000) -> dict[str, dict[str, float]]:
+    log_config.configure("warning")  # the engine's info lines would bury the figures
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_measure(Path(tmp), warm))
 
@@ -124,7 +125,6 @@ def report(result: dict[str, dict[str, float]], warm: int = 8_000) -> None:
 
 
 def main() -> None:
-    log_config.configure("warning")
     report(run())
 
 
