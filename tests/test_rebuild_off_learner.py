@@ -24,7 +24,7 @@ from bandit_server.core.types import Feature, Namespace, RankInput
 from bandit_server.engine import engine as engine_module
 from bandit_server.engine import learner as learner_module
 from bandit_server.engine.engine import Engine
-from bandit_server.errors import Unavailable
+from bandit_server.errors import NotFound, Unavailable
 from bandit_server.export import iter_dsjson
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from tests.helpers import normalised, replay
@@ -313,8 +313,9 @@ def test_new_vw_args_during_a_rebuild_wait_for_it_and_learn_what_it_held(
 
 
 class HeldBuild:
-    """Holds a vw_args retrain at its first pace, so that its replay has read the log while
-    the old model learns on (found by review: the catch-up was never exercised)."""
+    """Holds every paced replay (here: a vw_args retrain) at its first pace until opened, so
+    that its replay has read the log while the old model learns on (found by review: the
+    catch-up was never exercised)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started, self.opened = threading.Event(), threading.Event()
@@ -324,7 +325,7 @@ class HeldBuild:
         class Held(real):  # type: ignore[misc,valid-type]
             def __init__(self, *args: object, **kwargs: object) -> None:
                 super().__init__(*args, **kwargs)
-                self.first = kwargs.get("abandoned") is None  # a build, not a rebuild
+                self.first = True
 
             def __call__(self) -> None:
                 if self.first:
@@ -384,7 +385,8 @@ def test_a_retrain_takes_over_the_rows_a_running_rebuild_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The retrain's build reads the log, then the old model breaks on a poison event and its
-    rebuild starts; the new model abandons that rebuild and learns what it held."""
+    rebuild is queued behind the build (one rebuild thread); the new model abandons that
+    rebuild (queued or started by then) and learns what it held."""
     build = Gate(monkeypatch, engine_module)
     rebuild = Gate(monkeypatch)
     monkeypatch.setattr(learner_module, "MAX_BATCH", 2)
@@ -402,8 +404,12 @@ def test_a_retrain_takes_over_the_rows_a_running_rebuild_held(
         rewards = [asyncio.ensure_future(engine.reward("w", "poison", 1e15))]
         rewards += [asyncio.ensure_future(engine.reward("w", f"m{i}", 1.0)) for i in range(3)]
         rewards += [asyncio.ensure_future(engine.reward("w", f"d{i}", 1.0)) for i in range(4)]
+        for _ in range(4_000):  # until the old model learned the poison (a bound, not a timing)
+            if engine.model("w").damaged:
+                break
+            await asyncio.sleep(0.005)
+        assert engine.model("w").damaged
         build.opened.set()
-        assert await asyncio.to_thread(rebuild.started.wait, GUARD_SECONDS)
         status = await asyncio.wait_for(update, GUARD_SECONDS)
         await asyncio.wait_for(asyncio.gather(*rewards), GUARD_SECONDS)
         rebuild.opened.set()  # abandoned: its result is never used
@@ -486,3 +492,31 @@ def test_a_retrain_that_cannot_read_its_catch_up_changes_nothing(
         assert await _probe(engine, "probe-2") == served[0]
 
     run(tmp_path, after_restart)
+
+
+def test_deleting_an_experiment_stops_its_retrain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a deleted experiment's retrain ran to its end on the one rebuild thread (a
+    whole-log replay), and other experiments' rebuilds waited behind it (found by review)."""
+    build = HeldBuild(monkeypatch)
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.0)
+        await engine.create_experiment(ExperimentConfig("v", BROKEN_ARGS, 10.0, 0.0))
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        )
+        assert await asyncio.to_thread(build.started.wait, GUARD_SECONDS)
+        await engine.delete_experiment("w")
+        build.opened.set()
+        with pytest.raises(NotFound, match="deleted meanwhile"):
+            await asyncio.wait_for(update, GUARD_SECONDS)
+        # The rebuild thread is free for another experiment's rebuild.
+        for i in range(3):
+            await _event(engine, "v", f"n{i}", 0.1 * i, 1.0)
+        await asyncio.wait_for(_event(engine, "v", "poison", 1e10, 1e15), GUARD_SECONDS)
+        status = engine.get_experiment("v")
+        assert (status.learned_events, status.unlearnable_events) == (3, 1)
+
+    run(tmp_path, scenario)

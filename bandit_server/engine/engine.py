@@ -40,6 +40,7 @@ from bandit_server.core.types import (
 )
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
+from bandit_server.engine.rebuild import Abandoned
 from bandit_server.engine.recovery import open_events, restore_model
 from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
 from bandit_server.learners.vw import interaction_order, number_bound, validate_args
@@ -97,6 +98,8 @@ class _Runtime:
     closed_until: float = float("-inf")
     # One update at a time: each compares with and replaces the settings.
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set on delete: a retrain still running stops, so the rebuild thread is free again.
+    deleted: threading.Event = field(default_factory=threading.Event)
 
 
 def result_from_row(row: DecisionRow) -> RankResult:
@@ -335,9 +338,15 @@ class Engine:
         on the learner thread, all or nothing: the new settings are saved, the new model
         replaces the old one and first learns what the old one learned meanwhile."""
         old_model = runtime.model
-        model = await asyncio.wrap_future(
-            self.learner.build(lambda pace: self._restore_model(config, runtime.epoch, pace))
-        )
+        try:
+            model = await asyncio.wrap_future(
+                self.learner.build(
+                    lambda pace: self._restore_model(config, runtime.epoch, pace),
+                    runtime.deleted,
+                )
+            )
+        except Abandoned:
+            raise NotFound(f"experiment {config.name!r} was deleted meanwhile") from None
 
         def swap() -> None:
             rows = self.learner.catch_up_rows(config.name, model)  # may fail: nothing changed
@@ -372,6 +381,7 @@ class Engine:
         with self._models_lock:
             runtime.model.deleted = True
             self._set_model(name, None)
+        runtime.deleted.set()
         self._deleting.add(name)
         await self._run_to_end(self._finish_delete(name, runtime))
 
@@ -391,6 +401,7 @@ class Engine:
                     # learn past them: stalled until a restart replays the log.
                     log.exception("experiment_reinstall_failed", experiment=name)
                     runtime.model.deleted = False
+                    runtime.deleted.clear()
                     runtime.model.stalled = True
                     self._set_model(name, runtime.model)
                     self._runtimes[name] = runtime

@@ -111,10 +111,13 @@ class Learner:
             raise job.error
         return job.result
 
-    def build(self, replay: Callable[[Pacer], ExperimentModel]) -> Future[ExperimentModel]:
+    def build(
+        self, replay: Callable[[Pacer], ExperimentModel], abandoned: threading.Event
+    ) -> Future[ExperimentModel]:
         """Run `replay` (a model built from the log) on the rebuild thread, paced, so learning
-        goes on meanwhile; `catch_up` the result once it is in place."""
-        return self._rebuilder.submit(replay, Pacer())
+        goes on meanwhile; `catch_up` the result once it is in place. Setting `abandoned`
+        stops it (rebuild.Abandoned)."""
+        return self._rebuilder.submit(replay, Pacer(abandoned=abandoned))
 
     def catch_up_rows(self, experiment: str, model: ExperimentModel) -> list[LearnedRow]:
         """On this thread: the rows it handled (with the experiment's current model) after
