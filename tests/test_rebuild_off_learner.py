@@ -520,3 +520,32 @@ def test_deleting_an_experiment_stops_its_retrain(
         assert (status.learned_events, status.unlearnable_events) == (3, 1)
 
     run(tmp_path, scenario)
+
+
+def test_a_checkpoint_damaged_on_disk_is_dropped_and_the_log_replayed(tmp_path: Path) -> None:
+    """Before, a checkpoint file VW cannot load (bit rot, a faulty copy) stopped the whole
+    server from starting ("Bad model format"), though the log holds all it held."""
+    served: list[dict[str, float]] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        for round_ in range(2):  # two checkpoints: the newer one gets damaged
+            for i in range(5):
+                await _event(engine, "w", f"n{round_}-{i}", 0.1 * i, float(i % 2))
+            await asyncio.to_thread(engine.learner.call, engine.learner.checkpoint_all)
+        await _event(engine, "w", "last", 0.4, 1.0)
+        served.append(await _probe(engine, "probe-1"))
+
+    run(tmp_path, scenario)
+    folder = tmp_path / "models" / "w"
+    older, newer = sorted(folder.glob("*.vw"))[-2:]
+    newer.write_bytes(newer.read_bytes()[:40] + b"damaged" * 20)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.learning_stalled) == (11, False)
+        assert await _probe(engine, "probe-2") == served[0]
+
+    run(tmp_path, after_restart)
+    assert older.exists() and b"damaged" not in newer.read_bytes()  # saved again at the stop
+    assert served[0] == _fresh_vw_probe(tmp_path, OTHER_ARGS)

@@ -12,7 +12,7 @@ import structlog
 from bandit_server.core.joiner import OpenEvent
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.learners.vw import VWPolicy, resumable
-from bandit_server.storage.models import ModelStore
+from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnItem
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
@@ -108,14 +108,9 @@ def _replay(
 ) -> tuple[ExperimentModel, int | None, int, Damage | None]:
     """(model, checkpoint seq, events replayed, the event that broke the model if one did: the
     model is then unusable and the replay must start over)."""
-    # Models VW cannot resume exactly are rebuilt from the whole learned log instead.
-    checkpoint = store.latest(experiment, epoch) if resumable(vw_args) else None
-    if checkpoint is not None and until_seq is not None and checkpoint.learned_seq >= until_seq:
-        checkpoint = None  # it may include what must stay out; the log has everything
-    policy: VWPolicy | None = None
+    policy, checkpoint = _checkpoint(store, experiment, epoch, vw_args, until_seq)
     seq = count = 0
-    if checkpoint is not None and checkpoint.vw_args == vw_args:
-        policy = VWPolicy.load(vw_args, checkpoint.model)
+    if checkpoint is not None:
         seq, count = checkpoint.learned_seq, checkpoint.learned_count
     model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
     replayed = 0
@@ -149,6 +144,32 @@ def _replay(
     finally:
         items.close()
     return model, seq if checkpoint is not None else None, replayed, damage
+
+
+def _checkpoint(
+    store: ModelStore, experiment: str, epoch: str, vw_args: str, until_seq: int | None
+) -> tuple[VWPolicy | None, Checkpoint | None]:
+    """The newest checkpoint to replay from, loaded; (None, None): replay the whole log."""
+    if not resumable(vw_args):  # VW cannot resume these exactly
+        return None, None
+    while True:
+        checkpoint = store.latest(experiment, epoch)
+        if checkpoint is None or checkpoint.vw_args != vw_args:
+            return None, None
+        if until_seq is not None and checkpoint.learned_seq >= until_seq:
+            return None, None  # it may include what must stay out; the log has everything
+        try:
+            return VWPolicy.load(vw_args, checkpoint.model), checkpoint
+        except Exception as error:
+            # A file damaged on disk: the log holds everything it held, so drop it and try
+            # an older one (before, the server would not start).
+            log.warning(
+                "checkpoint_unreadable",
+                experiment=experiment,
+                learned_seq=checkpoint.learned_seq,
+                error=repr(error),
+            )
+            store.discard(experiment, checkpoint.learned_seq)
 
 
 def mark_unlearnable(

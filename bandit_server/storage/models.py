@@ -34,6 +34,8 @@ class ModelStore(Protocol):
 
     def discard_after(self, experiment: str, learned_seq: int) -> None: ...
 
+    def discard(self, experiment: str, learned_seq: int) -> None: ...
+
 
 class DirectoryModelStore:
     """`root/<experiment>/<learned_seq>.vw` with a JSON sidecar; the newest few are kept.
@@ -88,6 +90,10 @@ class DirectoryModelStore:
         for sidecar in (self.root / experiment).glob("*.json"):
             if sidecar.stem.isdigit() and int(sidecar.stem) > learned_seq:
                 _remove(sidecar)
+
+    def discard(self, experiment: str, learned_seq: int) -> None:
+        """Remove the checkpoint at `learned_seq` (one VW cannot load)."""
+        _remove(self.root / experiment / f"{learned_seq:015d}.json")
 
 
 def _meta(sidecar: Path) -> dict[str, Any] | None:
