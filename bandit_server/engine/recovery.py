@@ -3,6 +3,7 @@ reward windows. The model is derived state; this is what makes that true."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,9 +153,12 @@ def _checkpoint(
     """The newest checkpoint to replay from, loaded; (None, None): replay the whole log."""
     if not resumable(vw_args):  # VW cannot resume these exactly
         return None, None
+    dropped: set[int] = set()
     while True:
         checkpoint = store.latest(experiment, epoch)
         if checkpoint is None or checkpoint.vw_args != vw_args:
+            return None, None
+        if checkpoint.learned_seq in dropped:  # it could not be removed: use the log alone
             return None, None
         if until_seq is not None and checkpoint.learned_seq >= until_seq:
             return None, None  # it may include what must stay out; the log has everything
@@ -169,7 +173,9 @@ def _checkpoint(
                 learned_seq=checkpoint.learned_seq,
                 error=repr(error),
             )
-            store.discard(experiment, checkpoint.learned_seq)
+            dropped.add(checkpoint.learned_seq)
+            with contextlib.suppress(OSError):  # then the check above stops trying checkpoints
+                store.discard(experiment, checkpoint.learned_seq)
 
 
 def mark_unlearnable(
