@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from bandit_server.core.dsjson import prediction_line
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
@@ -546,6 +547,10 @@ def test_a_checkpoint_damaged_on_disk_is_dropped_and_the_log_replayed(tmp_path: 
         assert (status.learned_events, status.learning_stalled) == (11, False)
         assert await _probe(engine, "probe-2") == served[0]
 
-    run(tmp_path, after_restart)
-    assert older.exists() and b"damaged" not in newer.read_bytes()  # saved again at the stop
+    with capture_logs() as events:
+        run(tmp_path, after_restart)
+    (dropped,) = [e for e in events if e["event"] == "checkpoint_unreadable"]
+    assert dropped["learned_seq"] == int(newer.stem)
+    (restored,) = [e for e in events if e["event"] == "model_restored"]
+    assert restored["checkpoint_seq"] == int(older.stem)  # the older one, then the log
     assert served[0] == _fresh_vw_probe(tmp_path, OTHER_ARGS)

@@ -83,7 +83,11 @@ class SQLiteDecisionLog:
         self._readers = []
         self._readers_lock = threading.Lock()
         self._read_only = True
-        sqlite_schema.check_readable(self._reader())
+        try:
+            sqlite_schema.check_readable(self._reader())
+        except BaseException:
+            self.close()
+            raise
         return self
 
     # -- writing ---------------------------------------------------------------------------
@@ -400,6 +404,8 @@ class SQLiteDecisionLog:
         vw_args = str(json.loads(config[0])["vw_args"]) if config else ""
         skipped = (
             "EXISTS (SELECT 1 FROM unlearnable u WHERE u.seq = l.seq AND u.vw_args = :vw_args)"
+            if sqlite_schema.has_unlearnable_table(con)  # in this transaction: a version-1 log
+            else "0"  # has none, unless a server upgraded it since
         )
         learned = con.execute(
             f"SELECT {', '.join('d.' + c.strip() for c in _DECISION_COLUMNS.split(','))},"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from urllib.parse import quote
 
@@ -89,24 +90,35 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 def connect_read_only(path: str) -> sqlite3.Connection:
-    """A connection that cannot write. A version-1 log has no unlearnable table: an empty
-    temporary one stands in, so the same queries read both versions."""
-    con = sqlite3.connect(
-        f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-    )
-    version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if version is not None and int(version[0]) == 1:
-        con.execute(
-            "CREATE TEMP TABLE unlearnable (seq INTEGER, vw_args TEXT, experiment TEXT,"
-            " event_id TEXT, reason TEXT, damaged INTEGER, ts REAL)"
+    """A connection that cannot write. Reading a WAL-mode file needs its -shm file, which
+    SQLite creates beside it; a reader that may not write there (a backup user, a read-only
+    mount) reads a cleanly closed log (no -wal file) as immutable instead."""
+    absolute = "/" + os.path.abspath(path).lstrip("/")  # "//x" would read as a URI authority
+    uri = f"file://{quote(absolute)}?mode=ro"
+    con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        con.close()
+        if os.path.exists(path + "-wal"):
+            raise
+        con = sqlite3.connect(
+            uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False
         )
     return con
+
+
+def has_unlearnable_table(con: sqlite3.Connection) -> bool:
+    """Version-1 logs have no unlearnable table (read inside the caller's transaction)."""
+    return (
+        con.execute("SELECT 1 FROM sqlite_master WHERE name = 'unlearnable'").fetchone() is not None
+    )
 
 
 def check_readable(con: sqlite3.Connection) -> None:
     """Raise unless this server can read the log on `con` (versions 1 and 2)."""
     row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None or int(row[0]) not in (1, SCHEMA_VERSION):
+    if row is None or row[0] not in ("1", str(SCHEMA_VERSION)):
         raise RuntimeError(
             f"decision log schema version {None if row is None else row[0]} is not one this "
             f"server can read (1 to {SCHEMA_VERSION})"

@@ -464,6 +464,10 @@ def test_export_reads_a_log_without_changing_it(tmp_path: Path) -> None:
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with pytest.raises(InvalidArgument, match=r"data_dir.*schema version 3"):
         list(iter_dsjson(tmp_path, "exp"))
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE meta SET value = 'x' WHERE key = 'schema_version'")
+    with pytest.raises(InvalidArgument, match=r"data_dir.*schema version x"):
+        list(iter_dsjson(tmp_path, "exp"))
     path.write_bytes(b"not a database at all, but long enough to be read as a header" * 2)
     with pytest.raises(InvalidArgument, match=r"data_dir.*cannot be read as a decision log"):
         list(iter_dsjson(tmp_path, "exp"))
