@@ -39,7 +39,15 @@ from bandit_server.offline.report import (
     write_html,
     write_json,
 )
-from bandit_server.offline.search import SearchGrid, SearchResult, search
+from bandit_server.offline.search import (
+    DEFAULT_CB_TYPES,
+    DEFAULT_EXPLORATIONS,
+    DEFAULT_INTERACTIONS,
+    DEFAULT_LEARNING_RATES,
+    SearchGrid,
+    SearchResult,
+    search,
+)
 
 Subparsers = argparse._SubParsersAction  # the type argparse gives `add_subparsers()`
 
@@ -65,12 +73,11 @@ def add_offline_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> Non
 
     se = subparsers.add_parser("search", help="evaluate a grid of VW settings and recommend one")
     _common(se)
-    defaults = SearchGrid()
     se.add_argument(
         "--exploration",
         action="append",
         metavar="OPTIONS",
-        help=f"exploration options (repeatable; default {list(defaults.explorations)})",
+        help=f"exploration options (repeatable; default {list(DEFAULT_EXPLORATIONS)})",
     )
     se.add_argument(
         "--interactions",
@@ -208,12 +215,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    defaults = SearchGrid()
     grid = SearchGrid(
-        explorations=tuple(args.exploration or defaults.explorations),
-        interactions=tuple(args.interactions or defaults.interactions),
-        learning_rates=tuple(args.learning_rate or defaults.learning_rates),
-        cb_types=tuple(args.cb_type or defaults.cb_types),
+        explorations=tuple(args.exploration or DEFAULT_EXPLORATIONS),
+        interactions=tuple(args.interactions or DEFAULT_INTERACTIONS),
+        learning_rates=tuple(args.learning_rate or DEFAULT_LEARNING_RATES),
+        cb_types=tuple(args.cb_type or DEFAULT_CB_TYPES),
     )
     data = _dataset(args)
     result = search(data, grid, settings, progress=not args.no_progress, workers=args.workers)

@@ -44,6 +44,21 @@ INTERACTION_KEYWORDS = ("none", "pairs", "all")
 CB_TYPES = ("ips", "dr", "mtr")
 
 
+# The default grid, as constants: the command line's help shows them without checking them
+# (SearchGrid() tries each exploration in a child process, ~0.3 s each).
+DEFAULT_EXPLORATIONS: tuple[str, ...] = (
+    "--epsilon 0.05",
+    "--epsilon 0.2",
+    "--squarecb --gamma_scale 10",
+    "--cover 3",
+    "--bag 5",
+    "--softmax --lambda 10",
+)
+DEFAULT_INTERACTIONS: tuple[str, ...] = ("none", "pairs", "all")
+DEFAULT_LEARNING_RATES: tuple[float, ...] = (0.5,)
+DEFAULT_CB_TYPES: tuple[str, ...] = ("mtr",)
+
+
 @dataclass(frozen=True)
 class SearchGrid:
     """The VW settings to try: every combination of one exploration, one interaction set, one
@@ -52,17 +67,10 @@ class SearchGrid:
     namespace Y found in the log (by first letter, as VW indexes namespaces); "all" = `-q ::`;
     or explicit options such as "-q UA -q GA"."""
 
-    explorations: tuple[str, ...] = (
-        "--epsilon 0.05",
-        "--epsilon 0.2",
-        "--squarecb --gamma_scale 10",
-        "--cover 3",
-        "--bag 5",
-        "--softmax --lambda 10",
-    )
-    interactions: tuple[str, ...] = ("none", "pairs", "all")
-    learning_rates: tuple[float, ...] = (0.5,)
-    cb_types: tuple[str, ...] = ("mtr",)
+    explorations: tuple[str, ...] = DEFAULT_EXPLORATIONS
+    interactions: tuple[str, ...] = DEFAULT_INTERACTIONS
+    learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
+    cb_types: tuple[str, ...] = DEFAULT_CB_TYPES
 
     def __post_init__(self) -> None:
         for name in ("explorations", "interactions", "learning_rates", "cb_types"):

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from bandit_server.cli import build_parser
 from bandit_server.errors import InvalidArgument
+from bandit_server.learners import vw_probe
 from bandit_server.offline.dataset import NamespaceInventory, load_dsjson
 from bandit_server.offline.evaluation import EvaluationSettings
 from bandit_server.offline.importance import drop_namespace, importance
@@ -143,3 +145,17 @@ def test_importance_checks_the_namespaces_asked_for() -> None:
             namespaces=[("shared", "Nope")],
             progress=False,
         )
+
+
+def test_the_command_line_is_built_without_trying_vw_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Building the parser checked the default search grid, one child process per exploration:
+    every command, `serve` and `export` too, spent ~2.5 s on it before starting."""
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(vw_probe.subprocess, "run", no_child)
+    parser = build_parser()
+    assert parser.parse_args(["export", "--data-dir", "d", "--experiment", "x"]).command == "export"
