@@ -278,7 +278,7 @@ class Learner:
             if not todo:
                 return rows
             # Rows marked unlearnable are left out (a rebuild or a retrain may have marked
-            # them after they were queued); skip_to below moves past them.
+            # them after they were queued); the skip after the loop moves past them.
             for item in self._log.learn_batch(experiment, todo, model.vw_args):
                 try:
                     model.learn(item)
