@@ -332,7 +332,11 @@ class HeldBuild:
                 if self.first:
                     self.first = False
                     held.started.set()
-                    assert held.opened.wait(GUARD_SECONDS)
+                    for _ in range(GUARD_SECONDS * 200):  # until opened or abandoned
+                        if held.opened.wait(0.005) or any(e.is_set() for e in self.abandoned):
+                            break
+                    else:
+                        raise AssertionError("never opened")
                 super().__call__()
 
         monkeypatch.setattr(learner_module, "Pacer", Held)
@@ -554,3 +558,35 @@ def test_a_checkpoint_damaged_on_disk_is_dropped_and_the_log_replayed(tmp_path: 
     (restored,) = [e for e in events if e["event"] == "model_restored"]
     assert restored["checkpoint_seq"] == int(older.stem)  # the older one, then the log
     assert served[0] == _fresh_vw_probe(tmp_path, OTHER_ARGS)
+
+
+def test_a_stop_during_a_retrain_stops_it_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the shutdown waited for the whole retrain (minutes on a large log: past a
+    supervisor's grace period, so a kill -9 and no final checkpoint). Now the update fails
+    with UNAVAILABLE and the experiment keeps its settings and everything it learned."""
+    build = HeldBuild(monkeypatch)  # never opened: only the stop lets the retrain go
+    new_args = "--cb_explore_adf --squarecb -q UA"
+    outcome: list[BaseException] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(ExperimentConfig("w", OTHER_ARGS, 10.0, 0.0))
+        for i in range(5):
+            await _event(engine, "w", f"n{i}", 0.1 * i, 1.0)
+        update = asyncio.ensure_future(
+            engine.update_experiment(ExperimentConfig("w", new_args, 10.0, 0.0))
+        )
+        update.add_done_callback(lambda done: outcome.append(done.exception()))  # type: ignore[arg-type]
+        assert await asyncio.to_thread(build.started.wait, GUARD_SECONDS)
+        # The stop begins while the retrain is held.
+
+    run(tmp_path, scenario)
+    assert len(outcome) == 1 and isinstance(outcome[0], Unavailable), outcome
+    assert "stopping" in str(outcome[0])
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.config.vw_args, status.learned_events) == (OTHER_ARGS, 5)
+
+    run(tmp_path, after_restart)

@@ -160,6 +160,9 @@ class Engine:
         # methods cost ~5% of the event loop's time a Rank.
         self._pending_deadlines: dict[float, int] = {}
         self._stopping = False
+        # Set at stop: a vw_args retrain still running stops rather than hold up the shutdown
+        # (its update fails; the log is unchanged, so it can be sent again).
+        self._stop_retrains = threading.Event()
         self.log: SQLiteDecisionLog
         self.learner: Learner
 
@@ -226,6 +229,7 @@ class Engine:
         if self._stopping:
             return
         self._stopping = True
+        self._stop_retrains.set()
         if self._background:  # deletes and policy changes whose callers went away
             await asyncio.wait(self._background)
         if self._window_task is not None:
@@ -342,10 +346,15 @@ class Engine:
             model = await asyncio.wrap_future(
                 self.learner.build(
                     lambda pace: self._restore_model(config, runtime.epoch, pace),
-                    runtime.deleted,
+                    (runtime.deleted, self._stop_retrains),
                 )
             )
         except Abandoned:
+            if self._stop_retrains.is_set():
+                raise Unavailable(
+                    "the server is stopping; the update was not applied: send it again once "
+                    "the server is back"
+                ) from None
             raise NotFound(f"experiment {config.name!r} was deleted meanwhile") from None
 
         def swap() -> None:

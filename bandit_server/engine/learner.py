@@ -112,11 +112,11 @@ class Learner:
         return job.result
 
     def build(
-        self, replay: Callable[[Pacer], ExperimentModel], abandoned: threading.Event
+        self, replay: Callable[[Pacer], ExperimentModel], abandoned: tuple[threading.Event, ...]
     ) -> Future[ExperimentModel]:
         """Run `replay` (a model built from the log) on the rebuild thread, paced, so learning
-        goes on meanwhile; `catch_up` the result once it is in place. Setting `abandoned`
-        stops it (rebuild.Abandoned)."""
+        goes on meanwhile; `catch_up` the result once it is in place. Setting any of
+        `abandoned` stops it (rebuild.Abandoned)."""
         return self._rebuilder.submit(replay, Pacer(abandoned=abandoned))
 
     def catch_up_rows(self, experiment: str, model: ExperimentModel) -> list[LearnedRow]:
@@ -319,7 +319,7 @@ class Learner:
             model.epoch,
             model.update_interval,
             damage=damage,
-            pace=Pacer(abandoned=rebuild.abandoned),
+            pace=Pacer(abandoned=(rebuild.abandoned,)),
         )
         self._rebuilds[experiment] = rebuild
         rebuild.result.add_done_callback(

@@ -13,28 +13,29 @@ from bandit_server.storage.records import LearnedRow
 
 
 class Abandoned(Exception):
-    """The rebuild's result is no longer wanted (its experiment was deleted or retrained)."""
+    """The rebuild's result is no longer wanted (its experiment was deleted or retrained, or
+    the server is stopping)."""
 
 
 class Pacer:
     """Rests a thread that holds the GIL for long (VW holds it while learning) for `rest`
     seconds after each `work` seconds, so the event loop, the log writer and the learner get
     it without waiting out the interpreter's switch interval each time they want it back.
-    Raises Abandoned once `abandoned` is set."""
+    Raises Abandoned once any of `abandoned` is set."""
 
     def __init__(
         self,
         work: float = 0.005,
         rest: float = 0.001,
-        abandoned: threading.Event | None = None,
+        abandoned: tuple[threading.Event, ...] = (),
     ) -> None:
         self._work = work
         self._rest = rest
-        self._abandoned = abandoned
+        self.abandoned = abandoned
         self._until = time.monotonic() + work
 
     def __call__(self) -> None:
-        if self._abandoned is not None and self._abandoned.is_set():
+        if any(event.is_set() for event in self.abandoned):
             raise Abandoned
         now = time.monotonic()
         if now >= self._until:
