@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
-from bandit_server.engine.rebuild import Pacer, Rebuild
+from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnedRow
@@ -194,7 +194,12 @@ class Learner:
                         self._run_call(item)  # type: ignore[arg-type]
             if stop:
                 self._drain()
-                while self._rebuilds:  # finish them, and what they hold, before checkpointing
+                # A rebuild still running stops rather than hold up the shutdown: its model
+                # is never checkpointed, and a restart redoes it from the log.
+                for rebuild in self._rebuilds.values():
+                    if not rebuild.draining:
+                        rebuild.abandoned.set()
+                while self._rebuilds:  # end them, and what they hold, before checkpointing
                     for experiment, rebuild in list(self._rebuilds.items()):
                         if not rebuild.draining:
                             self._install(experiment, rebuild)
@@ -334,6 +339,9 @@ class Learner:
         assert model is not None and damage is not None and rebuild.result is not None
         try:
             rebuilt = rebuild.result.result()
+        except Abandoned:  # at stop: learn nothing more on the broken model
+            model.stalled = True
+            log.info("rebuild_stopped", experiment=experiment)
         except Exception:
             # It stays damaged: with interval 0 Rank gets UNAVAILABLE until a restart.
             model.stalled = True
