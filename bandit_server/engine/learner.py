@@ -198,6 +198,7 @@ class Learner:
                 # is never checkpointed, and a restart redoes it from the log.
                 for rebuild in self._rebuilds.values():
                     if not rebuild.draining:
+                        # Not abandon(): a cancelled one would reach _install as a failure.
                         rebuild.abandoned.set()
                 while self._rebuilds:  # end them, and what they hold, before checkpointing
                     for experiment, rebuild in list(self._rebuilds.items()):
@@ -244,7 +245,7 @@ class Learner:
         for experiment, mine in by_experiment.items():
             rebuild = self._rebuilds.get(experiment)
             if rebuild is not None:
-                rebuild.hold(mine)
+                rebuild.held.extend(mine)  # the queue's order is the learned order
             else:
                 self._learn_now(experiment, mine)
 
@@ -314,7 +315,7 @@ class Learner:
         rebuild = Rebuild(held, model, damage)
         previous = self._rebuilds.get(experiment)
         if previous is not None:  # a rebuild's held rows broke the model again
-            rebuild.hold(previous.held)
+            rebuild.held.extend(previous.held)  # the rows after the batch that broke it
         rebuild.result = self._rebuilder.submit(
             restore_model,
             self._log,

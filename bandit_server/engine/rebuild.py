@@ -58,12 +58,6 @@ class Rebuild:
     draining: bool = False
     abandoned: threading.Event = field(default_factory=threading.Event)
 
-    def hold(self, rows: list[LearnedRow]) -> None:
-        earlier = bool(self.held) and bool(rows) and rows[0].seq < self.held[-1].seq
-        self.held.extend(rows)
-        if earlier:  # a second rebuild taking over the rows of the one before
-            self.held.sort(key=lambda row: row.seq)
-
     def abandon(self) -> None:
         self.abandoned.set()
         if self.result is not None:
