@@ -524,6 +524,7 @@ def test_two_decisions_sharing_a_deadline_keep_the_watermark_down_until_both_set
         await engine.create_experiment(config(Aggregation.EARLIEST))
         deadline = clock.now + 10
         writer = engine.log._writer
+        writer._here = None  # hold the transactions on the writer thread, not on this loop
         original = writer._transaction
         started = {event: threading.Event() for event in ("e1", "e2")}
         release = {event: threading.Event() for event in ("e1", "e2")}

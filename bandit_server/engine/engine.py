@@ -172,7 +172,12 @@ class Engine:
         """Open the log, restore every experiment's model and windows, start the threads."""
         self._loop = asyncio.get_running_loop()
         loop = self._loop
-        self.log = SQLiteDecisionLog(self.data_dir, self._synchronous)
+        # asyncio's queue of callbacks ready to run: empty means no other request is waiting
+        # on the loop, so a small commit can run here rather than wake the writer thread and
+        # wait to be woken back (see GroupCommitWriter). Other loops: always the writer thread.
+        ready = getattr(loop, "_ready", None)
+        here = None if ready is None else (lambda: not ready)
+        self.log = SQLiteDecisionLog(self.data_dir, self._synchronous, here=here)
         self.log.on_batch_end(lambda: loop.call_soon_threadsafe(self._drain_settles))
         self._store = DirectoryModelStore(self.data_dir / "models")
         self.learner = Learner(
@@ -455,11 +460,13 @@ class Engine:
             settles.append((future, error, learned, on_committed, on_failed))
 
         try:
-            self.log.submit(rows, done)
+            committed_here = self.log.submit(rows, done)
         except Exception as exc:
             if on_failed is not None:
                 on_failed()
             raise Unavailable(f"the decision log could not commit: {describe(exc)}") from exc
+        if committed_here:
+            self._drain_settles()
         return future
 
     def _drain_settles(self) -> None:

@@ -52,8 +52,9 @@ class SQLiteDecisionLog:
         data_dir: Path,
         synchronous: str = "FULL",
         schedule: Callable[[Callable[[], None]], object] | None = None,
+        here: Callable[[], bool] | None = None,
     ) -> None:
-        """`schedule`: commit on the caller's thread via this hook (see GroupCommitWriter)."""
+        """`schedule`, `here`: when to commit on the caller's thread (see GroupCommitWriter)."""
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ class SQLiteDecisionLog:
         # must not. `checkpoint_wal` runs it from a background thread instead.
         write_con.execute("PRAGMA wal_autocheckpoint=0")
         self._write_con = write_con
-        self._writer = GroupCommitWriter(write_con, schedule)
+        self._writer = GroupCommitWriter(write_con, schedule, here)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -96,9 +97,10 @@ class SQLiteDecisionLog:
         """Run `hook` on the writer thread after every committed batch's callbacks."""
         self._writer.on_batch_end = hook
 
-    def submit(self, rows: Sequence[Row], done: Done) -> None:
-        """Queue rows for the next group commit; `done` runs on the writer thread afterwards."""
-        self._writer.submit(rows, done)
+    def submit(self, rows: Sequence[Row], done: Done) -> bool:
+        """Queue rows for the next group commit; `done` runs on the writer thread afterwards.
+        True: they were committed on this thread instead, and `done` has run."""
+        return self._writer.submit(rows, done)
 
     def execute_admin(self, sql: str, params: Sequence[object] = ()) -> None:
         """A one-off write outside the hot path (experiments, watermarks, deletion)."""

@@ -25,7 +25,7 @@ from bandit_server.storage.records import (
     RewardRow,
 )
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
-from bandit_server.storage.sqlite_writer import Row
+from bandit_server.storage.sqlite_writer import MAX_HERE_ROWS, Row
 
 # -- DirectoryModelStore ---------------------------------------------------------------------
 
@@ -400,6 +400,75 @@ def test_threaded_writer_runs_callbacks_on_its_thread_and_isolates_a_duplicate(
     assert isinstance(results["dup"][1], DuplicateDecision)
     failed_batches = [e for e in events if e["event"] == "log_batch_failed"]
     assert [e["jobs"] for e in failed_batches] == [3]  # a, dup and b shared one transaction
+
+
+def test_a_small_submit_is_committed_on_the_callers_thread_only_when_nothing_waits(
+    tmp_path: Path,
+) -> None:
+    """With `here`, a small submit that finds the writer thread idle commits before submit
+    returns, on the caller's thread; while the writer thread still holds an earlier job, when
+    `here` says others wait, or for a large batch or a deletion, it goes to the writer thread,
+    and the jobs commit in the order they were submitted."""
+    nothing_waits = [True]
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL", here=lambda: nothing_waits[0])
+    order: list[tuple[str, str, BaseException | None]] = []
+    blocked, release = threading.Event(), threading.Event()
+
+    def done(name: str) -> Callable[[BaseException | None, list[LearnedRow]], None]:
+        def record(error: BaseException | None, learned: list[LearnedRow]) -> None:
+            order.append((name, threading.current_thread().name, error))
+            if name == "blocker":
+                blocked.set()
+                release.wait(timeout=30)
+
+        return record
+
+    caller = threading.current_thread().name
+    try:
+        assert log.submit([_decision("here")], done("here")) is True
+        assert order == [("here", caller, None)]
+        assert log.decision("exp", "here") is not None
+
+        nothing_waits[0] = False  # another request waits on this thread: hand over
+        assert log.submit([_decision("busy")], done("blocker")) is False
+        assert blocked.wait(timeout=30)
+        nothing_waits[0] = True
+        # The writer thread still holds "blocker": these queue behind it, in order.
+        assert log.submit([_decision("after")], done("after")) is False
+        assert log.submit([_decision("here")], done("dup")) is False
+        release.set()
+        log.flush_and_stop_writing()
+    finally:
+        release.set()
+        log.close()
+    assert [(name, thread) for name, thread, _ in order] == [
+        ("here", caller),
+        ("blocker", "log-writer"),
+        ("after", "log-writer"),
+        ("dup", "log-writer"),
+    ]
+    assert isinstance(order[-1][2], DuplicateDecision)
+
+
+@pytest.mark.parametrize("big", ["many rows", "a deletion"])
+def test_a_big_or_deleting_submit_goes_to_the_writer_thread(tmp_path: Path, big: str) -> None:
+    """A window-closing batch or a deletion would hold the caller's thread for long."""
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL", here=lambda: True)
+    threads: list[str] = []
+    rows: list[Row] = (
+        [_decision(f"e{i}") for i in range(MAX_HERE_ROWS + 1)]
+        if big == "many rows"
+        else [DeleteExperimentRow("exp")]
+    )
+    try:
+        handed = log.submit(
+            rows, lambda error, learned: threads.append(threading.current_thread().name)
+        )
+        assert handed is False
+        log.flush_and_stop_writing()
+    finally:
+        log.close()
+    assert threads == ["log-writer"]
 
 
 def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
