@@ -26,8 +26,10 @@ def fail_transactions(
     engine: Engine, matches: Callable[[_Batch], bool], count: float = math.inf
 ) -> Callable[[], None]:
     """The log's next `count` transactions for which `matches` holds fail as on a full disk;
-    the others go through untouched. Returns what puts the log back as it was."""
+    the others go through untouched. Returns what puts the log back as it was. Every commit
+    goes to the writer thread, so the count below is exact (see fail_commits)."""
     writer = engine.log._writer
+    writer._here = None
     original = writer._transaction
     left = [count]
 
@@ -624,7 +626,9 @@ def test_a_repeated_rank_racing_a_delete_is_not_found_not_internal(tmp_path: Pat
 
 
 def _delay_settles(engine: Engine) -> None:
-    """Commit callbacks reach the loop 50 ms after each batch, as on a busy loop."""
+    """Commit callbacks reach the loop 50 ms after each batch, as on a busy loop. Every commit
+    goes to the writer thread (none runs on the loop and settles at once)."""
+    engine.log._writer._here = None
     drain, loop = engine._drain_settles, asyncio.get_running_loop()
     engine.log.on_batch_end(lambda: loop.call_soon_threadsafe(lambda: loop.call_later(0.05, drain)))
 
@@ -679,6 +683,7 @@ def test_a_reward_sent_right_behind_its_rank_waits_for_the_decision(tmp_path: Pa
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(config(Aggregation.EARLIEST, default_reward=0.0))
+        engine.log._writer._here = None  # the commit goes to the writer thread and takes time
         ranked = asyncio.ensure_future(engine.rank(RankInput("w", "e1", (), ACTIONS)))
         await asyncio.sleep(0)  # the Rank has handed its decision to the writer, no more
         assert "e1" in engine._runtimes["w"].committing

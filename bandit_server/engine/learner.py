@@ -93,7 +93,8 @@ class Learner:
         self._thread.start()
 
     def enqueue(self, experiment: str, row: LearnedRow) -> None:
-        """Called by the writer thread, in commit order."""
+        """Called as rows commit, in commit order (on the writer thread, or on the event loop
+        for a commit it ran itself)."""
         self._queue.put((experiment, row))
 
     @property

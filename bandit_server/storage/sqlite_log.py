@@ -99,7 +99,7 @@ class SQLiteDecisionLog:
 
     def submit(self, rows: Sequence[Row], done: Done) -> bool:
         """Queue rows for the next group commit; `done` runs on the writer thread afterwards.
-        True: they were committed on this thread instead, and `done` has run."""
+        True: they were committed on this thread instead, and `done` has run here."""
         return self._writer.submit(rows, done)
 
     def execute_admin(self, sql: str, params: Sequence[object] = ()) -> None:

@@ -80,9 +80,15 @@ CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until
 """
 
 
+# How long a connection waits for another one's write lock before failing with "locked".
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
     """A connection in WAL mode; `synchronous` is FULL (fsync per commit) or NORMAL."""
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    con = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+    )
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("PRAGMA foreign_keys=OFF")

@@ -25,6 +25,7 @@ from bandit_server.storage.records import (
     RewardRow,
     WatermarkRow,
 )
+from bandit_server.storage.sqlite_schema import BUSY_TIMEOUT_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,7 @@ class _Batch:
         self.next_learned_seq = next_learned_seq
 
     def add(self, rows: Sequence[Row]) -> list[LearnedRow]:
-        """Stage rows; learned rows get their seq now (this thread is their only writer)."""
+        """Stage rows; learned rows get their seq now (one commit runs at a time)."""
         assigned: list[LearnedRow] = []
         for row in rows:
             if isinstance(row, DecisionRow):
@@ -224,9 +225,9 @@ class GroupCommitWriter:
                 and self._handed == self._finished
                 and here()
                 and not any(isinstance(row, DeleteExperimentRow) for row in rows)
+                and self._commit_here(_Job(rows, done))
             ):
                 self.here_commits += 1
-                self._commit([_Job(rows, done)])
                 return True
             self._handed += 1
             self._queue.put(_Job(rows, done))
@@ -299,6 +300,38 @@ class GroupCommitWriter:
         for job, mine in zip(jobs, learned, strict=True):
             job.done(None, mine)
 
+    def _commit_here(self, job: _Job) -> bool:
+        """Commit one job on the caller's thread, if SQLite's write lock is free right now.
+        False, with nothing done: the writer thread takes the job. Another connection may hold
+        the lock (a mark from the learner, an operator's shell), and waiting for it here would
+        stop the event loop, up to the busy timeout."""
+        batch = _Batch(self._next_learned_seq)
+        try:
+            mine = batch.add(job.rows)
+        except Exception:  # the writer thread reports it, as for any row it cannot stage
+            return False
+        con = self._con
+        con.execute("PRAGMA busy_timeout = 0")
+        try:
+            committed = self._transaction(batch)
+        finally:
+            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        if not committed:
+            exc = self.last_error
+            if getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            ):
+                return False  # rolled back: nothing was written
+            log.warning("log_batch_failed", error=repr(exc), jobs=1)
+            job.done(_failure(job, exc), [])
+            return True
+        self._next_learned_seq = batch.next_learned_seq
+        self.batches += 1
+        self.rows += len(job.rows)
+        job.done(None, mine)
+        return True
+
     def _transaction(self, batch: _Batch) -> bool:
         con = self._con
         try:
@@ -320,14 +353,18 @@ class GroupCommitWriter:
             job.done(bad_row, [])
             return
         if not self._transaction(batch):
-            exc: BaseException = self.last_error
-            if isinstance(exc, sqlite3.IntegrityError) and any(
-                isinstance(row, DecisionRow) for row in job.rows
-            ):
-                # The UNIQUE (experiment, event_id) constraint is the duplicate check, so Rank
-                # needs no read before writing.
-                exc = DuplicateDecision(str(exc))
-            job.done(exc, [])
+            job.done(_failure(job, self.last_error), [])
             return
         self._next_learned_seq = batch.next_learned_seq
         job.done(None, mine)
+
+
+def _failure(job: _Job, exc: BaseException) -> BaseException:
+    """What a job's failed transaction tells its caller."""
+    if isinstance(exc, sqlite3.IntegrityError) and any(
+        isinstance(row, DecisionRow) for row in job.rows
+    ):
+        # The UNIQUE (experiment, event_id) constraint is the duplicate check, so Rank needs no
+        # read before writing.
+        return DuplicateDecision(str(exc))
+    return exc

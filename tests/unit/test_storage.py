@@ -450,6 +450,69 @@ def test_a_small_submit_is_committed_on_the_callers_thread_only_when_nothing_wai
     assert isinstance(order[-1][2], DuplicateDecision)
 
 
+def test_a_submit_that_would_wait_for_another_connections_lock_goes_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    """Waiting for SQLite's write lock on the caller's thread (the event loop) would stop it,
+    up to the busy timeout: the writer thread waits instead, and commits once the lock is free.
+    A duplicate committed on the caller's thread fails alone, as on the writer thread."""
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL", here=lambda: True)
+    other = sqlite3.connect(log.path, isolation_level=None)
+    results: list[tuple[str, str, BaseException | None]] = []
+
+    def done(name: str) -> Callable[[BaseException | None, list[LearnedRow]], None]:
+        def record(error: BaseException | None, learned: list[LearnedRow]) -> None:
+            results.append((name, threading.current_thread().name, error))
+
+        return record
+
+    caller = threading.current_thread().name
+    try:
+        assert log.submit([_decision("first")], done("first")) is True
+        assert log.submit([_decision("first")], done("dup")) is True
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        assert log.submit([_decision("locked")], done("locked")) is False
+        assert log.submit([_decision("behind")], done("behind")) is False
+        assert [name for name, _, _ in results] == ["first", "dup"]
+        other.execute("COMMIT")
+        log.flush_and_stop_writing()
+        assert log.decision("exp", "locked") is not None
+    finally:
+        other.close()
+        log.close()
+    assert [(name, thread) for name, thread, _ in results] == [
+        ("first", caller),
+        ("dup", caller),
+        ("locked", "log-writer"),
+        ("behind", "log-writer"),
+    ]
+    assert isinstance(results[1][2], DuplicateDecision)
+    assert [error for name, _, error in results if name != "dup"] == [None, None, None]
+
+
+def test_a_commit_failing_on_the_callers_thread_fails_its_job_there(tmp_path: Path) -> None:
+    """A full disk on the caller's thread fails the job at once (no second try on the writer
+    thread: one job, one transaction) and writes nothing; the next submit commits."""
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL", here=lambda: True)
+    writer = log._writer
+    real = writer._transaction
+
+    def full(batch: object) -> bool:
+        writer.last_error = sqlite3.OperationalError("database or disk is full")
+        return False
+
+    errors: list[BaseException | None] = []
+    try:
+        writer._transaction = full  # type: ignore[method-assign]
+        assert log.submit([_decision("e1")], lambda error, _: errors.append(error)) is True
+        writer._transaction = real  # type: ignore[method-assign]
+        assert log.submit([_decision("e2")], lambda error, _: errors.append(error)) is True
+        assert log.decision("exp", "e1") is None and log.decision("exp", "e2") is not None
+    finally:
+        log.close()
+    assert [str(error) for error in errors] == ["database or disk is full", "None"]
+
+
 @pytest.mark.parametrize("big", ["many rows", "a deletion"])
 def test_a_big_or_deleting_submit_goes_to_the_writer_thread(tmp_path: Path, big: str) -> None:
     """A window-closing batch or a deletion would hold the caller's thread for long."""
