@@ -365,9 +365,19 @@ class Learner:
     def _maintain(self) -> None:
         now = time.monotonic()
         models = self._models()
-        for model in models.values():
+        for name, model in models.items():
             if model.publish_due(now):
                 model.publish()
+                stretched = model.publish_spacing > model.update_interval
+                if stretched != model.publish_stretched:
+                    model.publish_stretched = stretched
+                    log.warning(
+                        "snapshot_interval_stretched" if stretched else "snapshot_interval_kept",
+                        experiment=name,
+                        interval=model.update_interval,
+                        spacing=round(model.publish_spacing, 3),
+                        publish_seconds=round(model.publish_seconds, 4),
+                    )
         if now - self._last_wal_checkpoint >= WAL_CHECKPOINT_SECONDS:
             self._last_wal_checkpoint = now
             self._log.checkpoint_wal()

@@ -10,8 +10,10 @@ import pytest
 
 from bandit_server.core.dsjson import context_json
 from bandit_server.core.types import Action, namespaces_from_mapping
+from bandit_server.engine import model as model_module
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.errors import Unavailable
+from bandit_server.learners.vw import VWPolicy
 from bandit_server.storage.records import LearnItem
 
 ARGS = "--cb_explore_adf --ftrl --squarecb"
@@ -64,6 +66,42 @@ def test_an_interval_set_while_the_model_is_damaged_takes_effect_once_it_is_rest
     pmf, served = model.predict(_item(5, 1.0, 0.0).c_json)
     assert served == model.version and served.endswith("-3")
     assert pmf == rebuilt.predict(_item(5, 1.0, 0.0).c_json)[0]
+
+
+def test_snapshots_slow_to_make_are_spaced_past_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Making a snapshot holds the GIL, so every call waits meanwhile: one that takes 0.5 s is
+    made every 25 s (2% of the time), not every second. The least of the last three costs
+    counts, so one slowed by a busy machine does not space out the next ones."""
+    clock, cost = [1000.0], [0.5]
+    load = VWPolicy.load
+
+    def slow_load(vw_args: str, data: bytes) -> VWPolicy:
+        clock[0] += cost[0]
+        return load(vw_args, data)
+
+    monkeypatch.setattr(model_module, "_now", lambda: clock[0])
+    monkeypatch.setattr(VWPolicy, "load", staticmethod(slow_load))
+    model = ExperimentModel(ARGS, "epoch", 1.0)  # its first snapshot takes 0.5 s
+    assert model.publish_spacing == pytest.approx(25.0)
+    model.learn(_item(1, 1.0, -1.0))
+    assert not model.publish_due(model.last_publish + 1.0)
+    assert model.publish_due(model.last_publish + 25.0)
+    cost[0] = 0.001  # the model got cheaper to copy, or the machine quieter
+    model.publish()
+    model.learn(_item(2, 1.0, -1.0))
+    assert model.publish_spacing == 1.0  # the interval: 0.001 s is 0.1% of it
+    assert model.publish_due(model.last_publish + 1.0)
+    cost[0] = 0.5  # one slow one among fast ones
+    model.publish()
+    model.learn(_item(3, 1.0, -1.0))
+    assert model.publish_due(model.last_publish + 1.0)
+    model.publish()
+    model.publish()  # three slow ones in a row: the cost is real
+    model.learn(_item(4, 1.0, -1.0))
+    assert not model.publish_due(model.last_publish + 1.0)
+    assert model.publish_due(model.last_publish + 25.0)
 
 
 def test_a_number_past_the_interaction_bound_is_refused_before_vw_sees_it() -> None:
