@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
+from bandit_server.engine.model import MAX_PUBLISH_SHARE, ExperimentModel, UnlearnableEvent
 from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
@@ -77,6 +77,7 @@ class Learner:
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_seconds = 0.0  # how long the last checkpoints took (see _maintain)
         self._last_wal_checkpoint = time.monotonic()
         self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
         # Highest learned-log seq handled per experiment, whichever model object handled it:
@@ -381,9 +382,13 @@ class Learner:
         if now - self._last_wal_checkpoint >= WAL_CHECKPOINT_SECONDS:
             self._last_wal_checkpoint = now
             self._log.checkpoint_wal()
-        if now - self._last_checkpoint >= self._checkpoint_interval:
+        # Serializing holds the GIL, as for snapshots: spaced to take at most the same share of
+        # the time (the log keeps everything; a restart replays a little more).
+        spacing = max(self._checkpoint_interval, self._checkpoint_seconds / MAX_PUBLISH_SHARE)
+        if now - self._last_checkpoint >= spacing:
             self._last_checkpoint = now
             self.checkpoint_all()
+            self._checkpoint_seconds = time.monotonic() - now
 
     def checkpoint_all(self) -> None:
         for name, model in self._models().items():

@@ -11,10 +11,13 @@ import pytest
 from bandit_server.core.dsjson import context_json
 from bandit_server.core.types import Action, namespaces_from_mapping
 from bandit_server.engine import model as model_module
+from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.errors import Unavailable
 from bandit_server.learners.vw import VWPolicy
+from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import LearnItem
+from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
 ARGS = "--cb_explore_adf --ftrl --squarecb"
 ACTIONS = tuple(
@@ -102,6 +105,32 @@ def test_snapshots_slow_to_make_are_spaced_past_the_interval(
     model.learn(_item(4, 1.0, -1.0))
     assert not model.publish_due(model.last_publish + 1.0)
     assert model.publish_due(model.last_publish + 25.0)
+
+
+def test_checkpoints_slow_to_write_are_spaced_past_their_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serializing for a checkpoint holds the GIL too: after checkpoints that took 10 s, the
+    next comes 500 s later (2% of the time), not after the 30 s interval."""
+    decision_log = SQLiteDecisionLog(tmp_path / "data", "NORMAL")
+    learner = Learner(decision_log, DirectoryModelStore(tmp_path / "models"), dict, 30.0)
+    passes: list[int] = []
+    monkeypatch.setattr(learner, "checkpoint_all", lambda: passes.append(1))
+    try:
+        learner._maintain()
+        assert passes == []  # within the interval
+        learner._last_checkpoint -= 31.0
+        learner._maintain()
+        assert passes == [1]
+        learner._checkpoint_seconds = 10.0
+        learner._last_checkpoint -= 31.0
+        learner._maintain()
+        assert passes == [1]
+        learner._last_checkpoint -= 500.0
+        learner._maintain()
+        assert passes == [1, 1]
+    finally:
+        decision_log.close()
 
 
 def test_a_number_past_the_interaction_bound_is_refused_before_vw_sees_it() -> None:
