@@ -318,10 +318,8 @@ class GroupCommitWriter:
             con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         if not committed:
             exc = self.last_error
-            if getattr(exc, "sqlite_errorcode", None) in (
-                sqlite3.SQLITE_BUSY,
-                sqlite3.SQLITE_LOCKED,
-            ):
+            code = getattr(exc, "sqlite_errorcode", None)  # extended: the low byte is the kind
+            if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return False  # rolled back: nothing was written
             log.warning("log_batch_failed", error=repr(exc), jobs=1)
             job.done(_failure(job, exc), [])
