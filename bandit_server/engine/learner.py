@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bandit_server.engine.model import MAX_PUBLISH_SHARE, ExperimentModel, UnlearnableEvent
+from bandit_server.engine.model import (
+    MAX_PUBLISH_SHARE,
+    ExperimentModel,
+    UnlearnableEvent,
+    least_recent_cost,
+)
 from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.storage.models import Checkpoint, ModelStore
@@ -27,6 +32,8 @@ from bandit_server.storage.records import LearnedRow
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
 log = structlog.get_logger(__name__)
+# How far past the interval snapshots must be spaced before it is logged (see _log_spacing).
+STRETCH_LOG_MARGIN = 1.25
 
 TICK_SECONDS = 0.05
 WAL_CHECKPOINT_SECONDS = 1.0
@@ -77,7 +84,7 @@ class Learner:
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
         self._last_checkpoint = time.monotonic()
-        self._checkpoint_seconds = 0.0  # how long the last checkpoints took (see _maintain)
+        self._checkpoint_times: tuple[float, ...] = ()  # what the last passes cost (_maintain)
         self._last_wal_checkpoint = time.monotonic()
         self._waiters: dict[tuple[str, int], list[_Waiter]] = {}
         # Highest learned-log seq handled per experiment, whichever model object handled it:
@@ -214,7 +221,7 @@ class Learner:
             self.backlog_max = max(self.backlog_max, self._queue.qsize())
             self._guarded(self._maintain)
 
-    def _guarded(self, fn: Callable[[], None]) -> None:
+    def _guarded(self, fn: Callable[[], object]) -> None:
         try:
             fn()
         except Exception:  # the learner must outlive a failed checkpoint; the log keeps all
@@ -369,28 +376,41 @@ class Learner:
         for name, model in models.items():
             if model.publish_due(now):
                 model.publish()
-                stretched = model.publish_spacing > model.update_interval
-                if stretched != model.publish_stretched:
-                    model.publish_stretched = stretched
-                    log.warning(
-                        "snapshot_interval_stretched" if stretched else "snapshot_interval_kept",
-                        experiment=name,
-                        interval=model.update_interval,
-                        spacing=round(model.publish_spacing, 3),
-                        publish_seconds=round(model.publish_seconds, 4),
-                    )
+                self._log_spacing(name, model)
         if now - self._last_wal_checkpoint >= WAL_CHECKPOINT_SECONDS:
             self._last_wal_checkpoint = now
             self._log.checkpoint_wal()
         # Serializing holds the GIL, as for snapshots: spaced to take at most the same share of
-        # the time (the log keeps everything; a restart replays a little more).
-        spacing = max(self._checkpoint_interval, self._checkpoint_seconds / MAX_PUBLISH_SHARE)
-        if now - self._last_checkpoint >= spacing:
+        # the time (the log keeps everything; a restart replays more of it).
+        cost = least_recent_cost(self._checkpoint_times)
+        if now - self._last_checkpoint >= max(self._checkpoint_interval, cost / MAX_PUBLISH_SHARE):
             self._last_checkpoint = now
-            self.checkpoint_all()
-            self._checkpoint_seconds = time.monotonic() - now
+            self._checkpoint_times = (*self._checkpoint_times[-2:], self.checkpoint_all())
 
-    def checkpoint_all(self) -> None:
+    def _log_spacing(self, name: str, model: ExperimentModel) -> None:
+        """Say when snapshots start or stop being spaced past the interval; a margin keeps a
+        cost near the line from flipping it back and forth."""
+        spacing, interval = model.publish_spacing, model.update_interval
+        if not model.publish_stretched and spacing > STRETCH_LOG_MARGIN * interval:
+            model.publish_stretched = True
+            event = "snapshot_interval_stretched"
+        elif model.publish_stretched and spacing <= interval:
+            model.publish_stretched = False
+            event = "snapshot_interval_kept"
+        else:
+            return
+        log.warning(
+            event,
+            experiment=name,
+            interval=interval,
+            spacing=round(spacing, 3),
+            publish_seconds=round(model.publish_seconds, 4),
+        )
+
+    def checkpoint_all(self) -> float:
+        """Checkpoint every model that learned since its last one; returns the CPU time spent
+        serializing (what held the GIL)."""
+        cost = 0.0
         for name, model in self._models().items():
             # A stalled model may have failed halfway through an event, a damaged one learned
             # an event that broke it: never save them.
@@ -402,11 +422,13 @@ class Learner:
             ):
                 continue
             data, seq, count = model.serialize()
+            cost += model.serialize_seconds
             self._store.save(
                 Checkpoint(name, model.vw_args, seq, count, time.time(), data, model.epoch)
             )
             model.checkpointed_seq = seq
             log.info("checkpoint_saved", experiment=name, learned_seq=seq, learned_count=count)
+        return cost
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
