@@ -24,6 +24,7 @@ from bandit_server.engine.model import (
     ExperimentModel,
     UnlearnableEvent,
     least_recent_cost,
+    with_cost,
 )
 from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
@@ -385,7 +386,7 @@ class Learner:
         cost = least_recent_cost(self._checkpoint_times)
         if now - self._last_checkpoint >= max(self._checkpoint_interval, cost / MAX_PUBLISH_SHARE):
             self._last_checkpoint = now
-            self._checkpoint_times = (*self._checkpoint_times[-2:], self.checkpoint_all())
+            self._checkpoint_times = with_cost(self._checkpoint_times, self.checkpoint_all())
 
     def _log_spacing(self, name: str, model: ExperimentModel) -> None:
         """Say when snapshots start or stop being spaced past the interval; a margin keeps a

@@ -81,8 +81,13 @@ MAX_PUBLISH_SHARE = 0.02
 _cpu = time.thread_time
 
 
+def with_cost(times: tuple[float, ...], cost: float) -> tuple[float, ...]:
+    """The last three costs, `cost` the newest (a tuple, replaced whole: read from any thread)."""
+    return (*times[-2:], cost)
+
+
 def least_recent_cost(times: tuple[float, ...]) -> float:
-    """The least of the last few costs: one that a busy machine slowed does not count."""
+    """The least of the last three costs: one that a busy machine slowed does not count."""
     return min(times, default=0.0)
 
 
@@ -111,7 +116,7 @@ class ExperimentModel:
         self.learned_seq = learned_seq
         self.learned_count = learned_count
         self.last_publish = 0.0
-        # What the last three snapshots cost (a tuple, replaced whole: read from any thread).
+        # What the last snapshots cost (see with_cost).
         self._publish_times: tuple[float, ...] = ()
         self.serialize_seconds = 0.0  # what the last `serialize` cost
         self.publish_stretched = False  # spaced past the interval (the learner logs changes)
@@ -128,7 +133,7 @@ class ExperimentModel:
         start = _cpu()
         policy = VWPolicy.load(self.vw_args, self._policy.serialize())
         if counted:
-            self._publish_times = (*self._publish_times[-2:], _cpu() - start)
+            self._publish_times = with_cost(self._publish_times, _cpu() - start)
         self.last_publish = time.monotonic()
         return Snapshot(
             policy, model_version(self.epoch, self.vw_args, self.learned_count), self.learned_count

@@ -36,6 +36,7 @@ MAX_BATCH = 512
 # The most rows a commit on the caller's thread takes: a Rank's or a Reward's rows, not a
 # window-closing batch, which would hold the event loop for milliseconds.
 MAX_HERE_ROWS = 16
+_WAIT_FOR_LOCK = f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}"
 
 
 @dataclass(slots=True)
@@ -187,7 +188,6 @@ class GroupCommitWriter:
         # written by one thread only, so equal counts mean the thread is not using `con`.
         self._handed = 0
         self._finished = 0
-        self.here_commits = 0
         self._pending: list[_Job] = []
         self._flush_scheduled = False
         # Called on this thread after each batch's callbacks: lets the engine wake its event
@@ -217,6 +217,7 @@ class GroupCommitWriter:
         returned (and `on_batch_end` is not called for it)."""
         if self._closed:
             raise RuntimeError("the decision log is closed")
+        job = _Job(rows, done)
         if self._schedule is None:
             here = self._here
             if (
@@ -224,15 +225,14 @@ class GroupCommitWriter:
                 and len(rows) <= MAX_HERE_ROWS
                 and self._handed == self._finished
                 and here()
-                and not any(isinstance(row, DeleteExperimentRow) for row in rows)
-                and self._commit_here(_Job(rows, done))
+                and not _ends_batch(job)
+                and self._commit_one(job, wait_for_lock=False)
             ):
-                self.here_commits += 1
                 return True
             self._handed += 1
-            self._queue.put(_Job(rows, done))
+            self._queue.put(job)
             return False
-        self._pending.append(_Job(rows, done))
+        self._pending.append(job)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._schedule(self._flush_pending)
@@ -300,36 +300,6 @@ class GroupCommitWriter:
         for job, mine in zip(jobs, learned, strict=True):
             job.done(None, mine)
 
-    def _commit_here(self, job: _Job) -> bool:
-        """Commit one job on the caller's thread, if SQLite's write lock is free right now.
-        False, with nothing done: the writer thread takes the job. Another connection may hold
-        the lock (a mark from the learner, an operator's shell), and waiting for it here would
-        stop the event loop, up to the busy timeout."""
-        batch = _Batch(self._next_learned_seq)
-        try:
-            mine = batch.add(job.rows)
-        except Exception:  # the writer thread reports it, as for any row it cannot stage
-            return False
-        con = self._con
-        con.execute("PRAGMA busy_timeout = 0")
-        try:
-            committed = self._transaction(batch)
-        finally:
-            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        if not committed:
-            exc = self.last_error
-            code = getattr(exc, "sqlite_errorcode", None)  # extended: the low byte is the kind
-            if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return False  # rolled back: nothing was written
-            log.warning("log_batch_failed", error=repr(exc), jobs=1)
-            job.done(_failure(job, exc), [])
-            return True
-        self._next_learned_seq = batch.next_learned_seq
-        self.batches += 1
-        self.rows += len(job.rows)
-        job.done(None, mine)
-        return True
-
     def _transaction(self, batch: _Batch) -> bool:
         con = self._con
         try:
@@ -343,18 +313,45 @@ class GroupCommitWriter:
             return False
         return True
 
-    def _commit_one(self, job: _Job) -> None:
+    def _commit_one(self, job: _Job, wait_for_lock: bool = True) -> bool:
+        """Commit one job in a transaction of its own, then call its `done`. Without
+        `wait_for_lock` (on the caller's thread), only if SQLite's write lock is free right
+        now: False, with nothing done, and the writer thread takes the job. Another connection
+        may hold the lock (a mark from the learner, an operator's shell), and waiting for it
+        there would stop the event loop, up to the busy timeout."""
         batch = _Batch(self._next_learned_seq)
         try:
             mine = batch.add(job.rows)
         except Exception as bad_row:  # the writer thread must outlive one bad row
-            job.done(bad_row, [])
-            return
-        if not self._transaction(batch):
-            job.done(_failure(job, self.last_error), [])
-            return
+            self.last_error = bad_row
+            error: BaseException | None = bad_row
+        else:
+            if wait_for_lock:
+                committed = self._transaction(batch)
+            else:
+                self._con.execute("PRAGMA busy_timeout = 0")
+                try:
+                    committed = self._transaction(batch)
+                finally:
+                    self._con.execute(_WAIT_FOR_LOCK)
+                if not committed and _is_busy(self.last_error):
+                    return False  # rolled back: nothing was written
+            error = None if committed else _failure(job, self.last_error)
+        if error is not None:
+            if not wait_for_lock:  # a batch of its own, logged as the writer thread logs one
+                log.warning("log_batch_failed", error=repr(self.last_error), jobs=1)
+            job.done(error, [])
+            return True
         self._next_learned_seq = batch.next_learned_seq
         job.done(None, mine)
+        return True
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Another connection holds the lock (SQLite's extended codes carry the kind in their low
+    byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _failure(job: _Job, exc: BaseException) -> BaseException:
