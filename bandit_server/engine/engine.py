@@ -67,6 +67,9 @@ WINDOW_TICK_SECONDS = 0.25
 # late changes nothing; lateness is judged by the logged deadline, not by this timer).
 MIN_WINDOW_TICK_SECONDS = 0.02
 WATERMARK_EVERY_SECONDS = 1.0
+# How many events one RebuildModel call may skip: each is looked up and marked in one go.
+MAX_SKIPPED_EVENTS = 1000
+SKIPPED_ON_REQUEST = "skipped on request (RebuildModel)"
 
 
 _Settle = tuple[
@@ -85,6 +88,7 @@ class ExperimentStatus:
     learned_events: int
     learning_stalled: bool = False
     unlearnable_events: int = 0
+    stalled_event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -259,12 +263,18 @@ class Engine:
     def _status(self, runtime: _Runtime) -> ExperimentStatus:
         model = runtime.model
         config = runtime.config
+        stalled_at = ""
+        if model.stalled:
+            stalled_at = (
+                self.log.first_unlearned(config.name, config.vw_args, model.learned_seq) or ""
+            )
         return ExperimentStatus(
             config,
             model.version,
             model.learned_count,
             model.stalled,
             self.log.unlearnable_count(config.name, config.vw_args),
+            stalled_at,
         )
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
@@ -324,7 +334,7 @@ class Engine:
                 self._save_config(config)
                 runtime.config = config
             else:
-                await self._change_policy(runtime, config)
+                await self._retrain(runtime, config)
         log.info("experiment_updated", experiment=config.name, vw_args=config.vw_args)
         return self._status(runtime)
 
@@ -340,12 +350,13 @@ class Engine:
             (json.dumps(config.to_json_dict()), self._clock(), config.name),
         )
 
-    async def _change_policy(self, runtime: _Runtime, config: ExperimentConfig) -> None:
-        """Retrain on the whole learned log with the new vw_args, so the model stays "fresh VW
-        with these args + the learned lines". The replay runs on the learner's rebuild thread
-        (other experiments learn on, and Rank serves the old model meanwhile); the swap runs
-        on the learner thread, all or nothing: the new settings are saved, the new model
-        replaces the old one and first learns what the old one learned meanwhile."""
+    async def _retrain(self, runtime: _Runtime, config: ExperimentConfig) -> None:
+        """Retrain on the whole learned log with `config` (new vw_args, or the same ones after
+        marking events unlearnable), so the model stays "fresh VW with these args + the learned
+        lines". The replay runs on the learner's rebuild thread (other experiments learn on,
+        and Rank serves the old model meanwhile); the swap runs on the learner thread, all or
+        nothing: the settings are saved, the new model replaces the old one and first learns
+        what the old one learned meanwhile."""
         old_model = runtime.model
         try:
             model = await asyncio.wrap_future(
@@ -374,6 +385,55 @@ class Engine:
             self.learner.catch_up(config.name, rows)
 
         await asyncio.to_thread(self.learner.call, swap)
+
+    async def rebuild_model(self, name: str, skip_event_ids: Sequence[str]) -> ExperimentStatus:
+        """Rebuild the model from the log, as a restart would, after marking `skip_event_ids`
+        (learned events of the experiment) unlearnable under its vw_args."""
+        runtime = self._runtime(name, "name")
+        check_skip_ids(skip_event_ids)
+        return await self._run_to_end(self._rebuild_model(runtime, tuple(skip_event_ids)))
+
+    async def _rebuild_model(self, runtime: _Runtime, skip: tuple[str, ...]) -> ExperimentStatus:
+        async with runtime.update_lock:  # vw_args, which the marks are for, stay as they are
+            name, config = runtime.config.name, runtime.config
+            if self._runtimes.get(name) is not runtime:
+                raise NotFound(f"experiment {name!r} was deleted meanwhile")
+            if skip:
+                seqs = await asyncio.to_thread(self.log.learned_seqs, name, skip)
+                for i, event_id in enumerate(skip):
+                    if event_id not in seqs:
+                        raise InvalidArgument(
+                            f"skip_event_ids[{i}]",
+                            f"{describe(event_id)} is not a learned event of experiment "
+                            f"{name!r} (unknown, its reward window is still open, or it was "
+                            "deferred and never activated)",
+                        )
+                await asyncio.to_thread(
+                    self.learner.call, lambda: self._mark_skipped(runtime, config, seqs)
+                )
+            try:
+                await self._retrain(runtime, config)
+            except Unavailable:
+                raise Unavailable(
+                    "the server is stopping before the rebuilt model was in place; a restart "
+                    "rebuilds it (the skipped events are recorded)"
+                ) from None
+        log.info("model_rebuilt", experiment=name, skipped=len(skip))
+        return self._status(runtime)
+
+    def _mark_skipped(
+        self, runtime: _Runtime, config: ExperimentConfig, seqs: dict[str, int]
+    ) -> None:
+        """On the learner thread, so no checkpoint is being written meanwhile: the model that
+        learned these events stops checkpointing and its checkpoints from the first one on go,
+        before the marks are written (a restart in between then replays without them)."""
+        runtime.model.outdated = True
+        self._store.discard_after(config.name, min(seqs.values()) - 1)
+        rows = sorted((seq, event_id) for event_id, seq in seqs.items())
+        self.log.mark_many_unlearnable(
+            config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, False, time.time()
+        )
+        log.warning("events_marked_unlearnable", experiment=config.name, count=len(rows))
 
     async def _run_to_end(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` to its end even if the caller goes away (stop() waits for it)."""
@@ -738,3 +798,21 @@ def _with_valid_args(config: ExperimentConfig) -> ExperimentConfig:
         config.aggregation,
         config.model_update_interval_seconds,
     )
+
+
+def check_skip_ids(event_ids: Sequence[str]) -> None:
+    """Raise InvalidArgument naming the field for ids RebuildModel cannot take."""
+    if len(event_ids) > MAX_SKIPPED_EVENTS:
+        raise InvalidArgument(
+            "skip_event_ids", f"{len(event_ids)} ids, more than {MAX_SKIPPED_EVENTS:,}"
+        )
+    first: dict[str, int] = {}
+    for i, event_id in enumerate(event_ids):
+        if not event_id:
+            raise InvalidArgument(f"skip_event_ids[{i}]", "is empty")
+        if event_id in first:
+            raise InvalidArgument(
+                f"skip_event_ids[{i}]",
+                f"{describe(event_id)} repeats skip_event_ids[{first[event_id]}]",
+            )
+        first[event_id] = i

@@ -414,11 +414,12 @@ class Learner:
         cost = 0.0
         for name, model in self._models().items():
             # A stalled model may have failed halfway through an event, a damaged one learned
-            # an event that broke it: never save them.
+            # an event that broke it, an outdated one events now marked: never save them.
             if (
                 model.deleted
                 or model.stalled
                 or model.damaged
+                or model.outdated
                 or model.checkpointed_seq == model.learned_seq
             ):
                 continue

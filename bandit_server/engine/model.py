@@ -123,6 +123,9 @@ class ExperimentModel:
         self.checkpointed_seq = learned_seq
         self.deleted = False
         self.stalled = False  # set by the learner when an event fails to learn
+        # Set when events it learned were marked unlearnable (Engine.rebuild_model): it serves
+        # until its rebuild replaces it, but a checkpoint of it would hold them.
+        self.outdated = False
         # Set between learning an event that broke the training policy and its restoration.
         self.damaged = False
         self._pending_interval: float | None = None  # set_update_interval while damaged

@@ -161,4 +161,5 @@ def experiment_message(status: ExperimentStatus) -> pb.Experiment:
         learned_events=status.learned_events,
         learning_stalled=status.learning_stalled,
         unlearnable_events=status.unlearnable_events,
+        stalled_event_id=status.stalled_event_id,
     )

@@ -120,3 +120,12 @@ class ExperimentServicer(pb_grpc.ExperimentServiceServicer):  # type: ignore[mis
             return pb.DeleteExperimentResponse()
 
         return await _call(context, work)
+
+    async def RebuildModel(
+        self, request: pb.RebuildModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Experiment:
+        async def work() -> pb.Experiment:
+            status = await self._engine.rebuild_model(request.name, list(request.skip_event_ids))
+            return converters.experiment_message(status)
+
+        return await _call(context, work)

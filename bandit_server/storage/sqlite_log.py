@@ -124,19 +124,37 @@ class SQLiteDecisionLog:
         ts: float,
     ) -> None:
         """Record that the model made with `vw_args` skips learned row `seq`, unless that row
-        is gone (its experiment was deleted meanwhile). On a connection of its own: the caller
-        may be iterating `learn_items` on this thread's reader."""
+        is gone (its experiment was deleted meanwhile)."""
+        self.mark_many_unlearnable(experiment, vw_args, [(seq, event_id)], reason, damaged, ts)
+
+    def mark_many_unlearnable(
+        self,
+        experiment: str,
+        vw_args: str,
+        rows: Sequence[tuple[int, str]],
+        reason: str,
+        damaged: bool,
+        ts: float,
+    ) -> None:
+        """mark_unlearnable for each (seq, event_id), in one transaction. On a connection of
+        its own: the caller may be iterating `learn_items` on this thread's reader."""
         # FULL whatever the log's setting: a checkpoint made after this skips the event and is
         # fsynced, so a power cut must not keep the checkpoint yet lose the mark.
         con = sqlite_schema.connect(str(self.path), "FULL")
         try:
-            con.execute(
-                "INSERT OR IGNORE INTO unlearnable"
-                " (seq, vw_args, experiment, event_id, reason, damaged, ts)"
-                " SELECT ?, ?, ?, ?, ?, ?, ?"
-                " WHERE EXISTS (SELECT 1 FROM learned WHERE seq = ? AND experiment = ?)",
-                (seq, vw_args, experiment, event_id, reason, int(damaged), ts, seq, experiment),
-            )
+            with con:
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(
+                    "INSERT OR IGNORE INTO unlearnable"
+                    " (seq, vw_args, experiment, event_id, reason, damaged, ts)"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE EXISTS (SELECT 1 FROM learned WHERE seq = ? AND experiment = ?)",
+                    [
+                        (seq, vw_args, experiment, event_id, reason, int(damaged), ts, seq,
+                         experiment)
+                        for seq, event_id in rows
+                    ],
+                )  # fmt: skip
         finally:
             con.close()
 
@@ -156,6 +174,36 @@ class SQLiteDecisionLog:
             .fetchall()
         )
         return len(flags) == count and all(flag for (flag,) in flags)
+
+    def first_unlearned(self, experiment: str, vw_args: str, after_seq: int) -> str | None:
+        """The event of the first learned row after `after_seq` not marked unlearnable under
+        `vw_args`: where a model stopped at `after_seq` learns next (or stalled)."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT l.event_id FROM learned l WHERE l.experiment = ? AND l.seq > ?"
+                " AND NOT EXISTS (SELECT 1 FROM unlearnable u"
+                "   WHERE u.seq = l.seq AND u.vw_args = ?)"
+                " ORDER BY l.seq LIMIT 1",
+                (experiment, after_seq, vw_args),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def learned_seqs(self, experiment: str, event_ids: Sequence[str]) -> dict[str, int]:
+        """The learned-log seq of each of `event_ids` that the experiment has learned rows for."""
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), 500):  # SQLite's bound-parameter limit is 999
+            chunk = event_ids[start : start + 500]
+            found.update(
+                self._reader().execute(
+                    "SELECT event_id, seq FROM learned WHERE experiment = ?"
+                    f" AND event_id IN ({','.join('?' * len(chunk))})",
+                    (experiment, *chunk),
+                )
+            )
+        return found
 
     def unlearnable_count(self, experiment: str, vw_args: str) -> int:
         return int(

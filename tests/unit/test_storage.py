@@ -316,6 +316,26 @@ def test_export_rows_lists_learned_in_learned_order_then_the_rest(manual: Manual
     ]
 
 
+def test_where_a_model_learns_next_and_which_events_were_learned(manual: ManualLog) -> None:
+    """first_unlearned passes over rows marked under those vw_args only; learned_seqs finds
+    learned events of that experiment only; marks in one go skip rows that are gone."""
+    manual.submit([_decision(f"d{i}") for i in range(1, 5)] + [_decision("o1", "other")])
+    manual.submit([_learned("d1"), _learned("d2"), _learned("o1", experiment="other")])
+    manual.submit([_learned("d3")])
+    manual.commit()
+    assert manual.log.first_unlearned("exp", "--a", 0) == "d1"
+    assert manual.log.first_unlearned("exp", "--a", 1) == "d2"
+    manual.log.mark_many_unlearnable("exp", "--a", [(2, "d2"), (9, "gone")], "skipped", False, 5.0)
+    assert manual.log.first_unlearned("exp", "--a", 1) == "d3"
+    assert manual.log.first_unlearned("exp", "--b", 1) == "d2"
+    assert manual.log.first_unlearned("exp", "--a", 4) is None
+    assert manual.log.unlearnable_count("exp", "--a") == 1
+    ids = ["d3", "d4", "o1", "d1", "nope"]
+    assert manual.log.learned_seqs("exp", ids) == {"d1": 1, "d3": 4}
+    many = [f"x{i}" for i in range(1200)] + ["d2"]  # past one query's bound parameters
+    assert manual.log.learned_seqs("exp", many) == {"d2": 2}
+
+
 def test_rows_marked_unlearnable_are_left_out_under_those_vw_args_only(
     manual: ManualLog,
 ) -> None:

@@ -225,6 +225,11 @@ class ExperimentServiceStub:
                 request_serializer=bandit_dot_v1_dot_bandit__pb2.DeleteExperimentRequest.SerializeToString,
                 response_deserializer=bandit_dot_v1_dot_bandit__pb2.DeleteExperimentResponse.FromString,
                 _registered_method=True)
+        self.RebuildModel = channel.unary_unary(
+                '/bandit.v1.ExperimentService/RebuildModel',
+                request_serializer=bandit_dot_v1_dot_bandit__pb2.RebuildModelRequest.SerializeToString,
+                response_deserializer=bandit_dot_v1_dot_bandit__pb2.Experiment.FromString,
+                _registered_method=True)
 
 
 class ExperimentServiceServicer:
@@ -263,6 +268,16 @@ class ExperimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildModel(self, request, context):
+        """Rebuilds the model from the decision log, as a restart would, after marking the events in
+        skip_event_ids as not to be learned. Resumes a model whose learning stalled, or takes events
+        out of the model (found later to be bots or tests, say). Rank serves the current model until
+        the rebuilt one replaces it; returns once it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -290,6 +305,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.DeleteExperiment,
                     request_deserializer=bandit_dot_v1_dot_bandit__pb2.DeleteExperimentRequest.FromString,
                     response_serializer=bandit_dot_v1_dot_bandit__pb2.DeleteExperimentResponse.SerializeToString,
+            ),
+            'RebuildModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildModel,
+                    request_deserializer=bandit_dot_v1_dot_bandit__pb2.RebuildModelRequest.FromString,
+                    response_serializer=bandit_dot_v1_dot_bandit__pb2.Experiment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +448,33 @@ class ExperimentService:
             '/bandit.v1.ExperimentService/DeleteExperiment',
             bandit_dot_v1_dot_bandit__pb2.DeleteExperimentRequest.SerializeToString,
             bandit_dot_v1_dot_bandit__pb2.DeleteExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bandit.v1.ExperimentService/RebuildModel',
+            bandit_dot_v1_dot_bandit__pb2.RebuildModelRequest.SerializeToString,
+            bandit_dot_v1_dot_bandit__pb2.Experiment.FromString,
             options,
             channel_credentials,
             insecure,
