@@ -47,6 +47,19 @@ def _learned_ids(data_dir: Path) -> list[str]:
         return [r[0] for r in con.execute("SELECT event_id FROM learned ORDER BY seq")]
 
 
+async def _events(engine: Engine, prefix: str, n: int, learned: int) -> None:
+    """`n` ordinary events, rewarded at once; returns once `learned` were handled."""
+    for i in range(n):
+        await _engine_event(engine, f"{prefix}{i}", 0.1 * i, float(i % 2))
+    await _learned(engine, learned)
+
+
+async def _create_engine_experiment(engine: Engine) -> None:
+    await engine.create_experiment(
+        ExperimentConfig("w", VW_ARGS, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
+    )
+
+
 @pytest.mark.parametrize("interval", [0.0, 0.05])
 def test_skipped_events_leave_the_model_now_and_after_a_restart(
     tmp_path: Path, interval: float
@@ -145,11 +158,8 @@ def test_a_stall_that_a_restart_would_clear_is_cleared_without_skipping(
         raise sqlite3.OperationalError("database is locked")
 
     async def scenario(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(
-            ExperimentConfig("w", VW_ARGS, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
-        )
-        for i in range(10):
-            await _engine_event(engine, f"n{i}", 0.1 * i, float(i % 2))
+        await _create_engine_experiment(engine)
+        await _events(engine, "n", 10, learned=10)
         monkeypatch.setattr(SQLiteDecisionLog, "mark_unlearnable", locked)
         await _engine_event(engine, "poison", 1e10, 1e15)
         await _learned(engine, 11)
@@ -172,16 +182,10 @@ def test_skipping_drops_the_checkpoints_that_hold_the_events(tmp_path: Path) -> 
     the old model writes no more: a restart must never restore the events from one."""
 
     async def scenario(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(
-            ExperimentConfig("w", VW_ARGS, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
-        )
-        for i in range(5):
-            await _engine_event(engine, f"a{i}", 0.1 * i, float(i % 2))
-        await _learned(engine, 5)
+        await _create_engine_experiment(engine)
+        await _events(engine, "a", 5, learned=5)
         await _checkpoint(engine)
-        for i in range(5):
-            await _engine_event(engine, f"b{i}", 0.1 * i, float(i % 2))
-        await _learned(engine, 10)
+        await _events(engine, "b", 5, learned=10)
         await _checkpoint(engine)
         store = DirectoryModelStore(tmp_path / "models")
         seqs = sorted(int(p.stem) for p in (tmp_path / "models" / "w").glob("*.json"))
@@ -248,12 +252,8 @@ def test_an_outdated_model_writes_no_checkpoint(tmp_path: Path) -> None:
     bring the skipped events back at the next restart."""
 
     async def scenario(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(
-            ExperimentConfig("w", VW_ARGS, 10.0, 0.0, Aggregation.EARLIEST, 0.0)
-        )
-        for i in range(3):
-            await _engine_event(engine, f"a{i}", 0.1 * i, float(i % 2))
-        await _learned(engine, 3)
+        await _create_engine_experiment(engine)
+        await _events(engine, "a", 3, learned=3)
         engine.model("w").outdated = True
         await _checkpoint(engine)
         assert not list((tmp_path / "models" / "w").glob("*.json"))
