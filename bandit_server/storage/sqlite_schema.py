@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until
 
 # How long a connection waits for another one's write lock before failing with "locked".
 BUSY_TIMEOUT_SECONDS = 30.0
+# Puts that wait back after a statement that had to wait less.
+WAIT_FOR_LOCK = f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}"
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:

@@ -25,7 +25,7 @@ from bandit_server.storage.records import (
     RewardRow,
     WatermarkRow,
 )
-from bandit_server.storage.sqlite_schema import BUSY_TIMEOUT_SECONDS
+from bandit_server.storage.sqlite_schema import WAIT_FOR_LOCK
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,6 @@ MAX_BATCH = 512
 # The most rows a commit on the caller's thread takes: a Rank's or a Reward's rows, not a
 # window-closing batch, which would hold the event loop for milliseconds.
 MAX_HERE_ROWS = 16
-_WAIT_FOR_LOCK = f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}"
 
 
 @dataclass(slots=True)
@@ -333,7 +332,7 @@ class GroupCommitWriter:
                 try:
                     committed = self._transaction(batch)
                 finally:
-                    self._con.execute(_WAIT_FOR_LOCK)
+                    self._con.execute(WAIT_FOR_LOCK)
                 if not committed and _is_busy(self.last_error):
                     return False  # rolled back: nothing was written
             error = None if committed else _failure(job, self.last_error)

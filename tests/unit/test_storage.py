@@ -24,7 +24,7 @@ from bandit_server.storage.records import (
     LearnedRow,
     RewardRow,
 )
-from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+from bandit_server.storage.sqlite_log import WAL_RESTART_FRAMES, SQLiteDecisionLog
 from bandit_server.storage.sqlite_writer import MAX_HERE_ROWS, Row
 
 # -- DirectoryModelStore ---------------------------------------------------------------------
@@ -623,3 +623,32 @@ def test_export_reads_a_log_without_changing_it(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all, but long enough to be read as a header" * 2)
     with pytest.raises(InvalidArgument, match=r"data_dir.*cannot be read as a decision log"):
         list(iter_dsjson(tmp_path, "exp"))
+
+
+def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
+    """Writes that never pause left every PASSIVE checkpoint a few frames short, and a write
+    starts the WAL over only after a complete one: it grew for as long as they lasted (~8 MB
+    a second under load, measured). Past WAL_RESTART_FRAMES a FULL checkpoint completes it."""
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL")
+    wal = tmp_path / "data" / "decisions.sqlite3-wal"
+    commits = 6 * WAL_RESTART_FRAMES // 3  # a one-row commit writes ~3 frames (table, 2 indexes)
+    done = threading.Event()
+
+    def write() -> None:
+        committed = threading.Semaphore(0)
+        for i in range(commits):
+            log.submit([_decision(f"d{i}")], lambda error, rows: committed.release())
+            committed.acquire()
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    largest = 0
+    try:
+        while not done.is_set():
+            log.checkpoint_wal()
+            largest = max(largest, wal.stat().st_size)
+    finally:
+        writer.join()
+        log.close()
+    assert largest < 3 * WAL_RESTART_FRAMES * 4120  # ~4 KB pages, 24-byte frame headers
