@@ -13,8 +13,9 @@ import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine.engine import SKIPPED_ON_REQUEST, Engine
+from bandit_server.engine.recovery import CASCADE, NOT_RECORDED
+from bandit_server.errors import Unavailable
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
-from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from tests.server import ServerThread
 from tests.test_reward_windows import Clock, run
@@ -65,7 +66,8 @@ def test_skipped_events_leave_the_model_now_and_after_a_restart(
     tmp_path: Path, interval: float
 ) -> None:
     """The rebuilt model is a fresh VW trained on the export's learned lines, where the skipped
-    events are now _skipLearn; a checkpoint taken after them is not used again."""
+    events are now _skipLearn; the checkpoint taken after them is gone, and a restart
+    rebuilds the same model."""
     data_dir = tmp_path / "data"
     server = ServerThread(data_dir).start()
     try:
@@ -81,6 +83,7 @@ def test_skipped_events_leave_the_model_now_and_after_a_restart(
         )
         assert (status.learned_events, status.unlearnable_events) == (28, 2)
         assert not status.learning_stalled and status.stalled_event_id == ""
+        assert not list((data_dir / "models" / "f").glob("*.json"))  # it held them
         _traffic(server, 10, seed=2)  # learning goes on after the rebuild
         _status(server, 40)
         served = _served(server)
@@ -105,12 +108,11 @@ def test_skipped_events_leave_the_model_now_and_after_a_restart(
         server.stop()
 
 
-def test_a_stalled_model_names_its_event_and_learns_on_once_it_is_skipped(
-    tmp_path: Path,
-) -> None:
+def test_a_stalled_model_learns_on_once_its_culprit_is_skipped(tmp_path: Path) -> None:
     """Under --pistol an extreme event leaves the model fragile and learning stalls two
-    events later, for good: a restart stalls at the same place. GetExperiment names the event
-    it stalled before; skipping the extreme event, the real culprit, lets it learn on."""
+    events later, for good: a restart stalls at the same place. GetExperiment says why and
+    names the event it stalled before; skipping the extreme event, the real culprit, forgets
+    the two it broke (they learn fine without it) and learns on."""
     vw_args = "--cb_explore_adf --pistol --squarecb"
 
     async def scenario(engine: Engine, clock: Clock) -> None:
@@ -123,13 +125,14 @@ def test_a_stalled_model_names_its_event_and_learns_on_once_it_is_skipped(
         for i in range(5):
             await _engine_event(engine, f"m{i}", 0.1 * (i % 7), float(i % 2))
         status = engine.get_experiment("w")
-        assert status.learning_stalled
+        assert status.learning_stalled and status.stall_reason == CASCADE
         assert status.stalled_event_id == "m2"  # m0 and m1 broke it and were skipped
+        assert status.unlearnable_events == 2
 
         status = await engine.rebuild_model("w", ["extreme"])
-        # m0 and m1 stay marked (under these vw_args); the rest, m2 on, is learned now.
         assert not status.learning_stalled and status.stalled_event_id == ""
-        assert (status.learned_events, status.unlearnable_events) == (53, 3)
+        assert status.stall_reason == ""
+        assert (status.learned_events, status.unlearnable_events) == (55, 1)
         for i in range(5, 8):
             await _engine_event(engine, f"m{i}", 0.1 * (i % 7), float(i % 2))
         await _learned(engine, 59)
@@ -142,7 +145,7 @@ def test_a_stalled_model_names_its_event_and_learns_on_once_it_is_skipped(
     async def after_restart(engine: Engine, clock: Clock) -> None:
         status = engine.get_experiment("w")
         assert not status.learning_stalled
-        assert (status.learned_events, status.unlearnable_events) == (56, 3)
+        assert (status.learned_events, status.unlearnable_events) == (58, 1)
         assert await _probe(engine, "probe-2") == probes[0]
 
     run(tmp_path, after_restart)
@@ -165,6 +168,7 @@ def test_a_stall_that_a_restart_would_clear_is_cleared_without_skipping(
         await _learned(engine, 11)
         status = engine.get_experiment("w")
         assert status.learning_stalled and status.stalled_event_id == "poison"
+        assert status.stall_reason == NOT_RECORDED
         monkeypatch.undo()
 
         status = await engine.rebuild_model("w", [])
@@ -187,14 +191,13 @@ def test_skipping_drops_the_checkpoints_that_hold_the_events(tmp_path: Path) -> 
         await _checkpoint(engine)
         await _events(engine, "b", 5, learned=10)
         await _checkpoint(engine)
-        store = DirectoryModelStore(tmp_path / "models")
         seqs = sorted(int(p.stem) for p in (tmp_path / "models" / "w").glob("*.json"))
         assert len(seqs) == 2
-        await engine.rebuild_model("w", ["b1"])
-        left = sorted(int(p.stem) for p in (tmp_path / "models" / "w").glob("*.json"))
-        assert left[0] == seqs[0] and seqs[1] not in left
-        latest = store.latest("w", engine.model("w").epoch)
-        assert latest is not None and latest.learned_seq == seqs[0]
+        old = engine.model("w")
+        # The first checkpoint holds a4 as its last event: it must go too.
+        await engine.rebuild_model("w", ["b3", "a4"])
+        assert old.outdated and engine.model("w") is not old
+        assert not list((tmp_path / "models" / "w").glob("*.json"))
 
     run(tmp_path, scenario)
 
@@ -258,6 +261,31 @@ def test_an_outdated_model_writes_no_checkpoint(tmp_path: Path) -> None:
         await _checkpoint(engine)
         assert not list((tmp_path / "models" / "w").glob("*.json"))
         engine.model("w").outdated = False
+        await _checkpoint(engine)
+        assert len(list((tmp_path / "models" / "w").glob("*.json"))) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_events_that_cannot_be_recorded_as_skipped_change_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model keeps learning and checkpointing as before (the checkpoints removed first
+    were right, and are only missed by a restart's replay)."""
+
+    def full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _create_engine_experiment(engine)
+        await _events(engine, "a", 3, learned=3)
+        monkeypatch.setattr(SQLiteDecisionLog, "mark_skipped", full)
+        with pytest.raises(Unavailable, match=r"could not be recorded.*disk is full"):
+            await engine.rebuild_model("w", ["a1"])
+        monkeypatch.undo()
+        assert not engine.model("w").outdated
+        assert engine.get_experiment("w").unlearnable_events == 0
+        await _events(engine, "b", 2, learned=5)
         await _checkpoint(engine)
         assert len(list((tmp_path / "models" / "w").glob("*.json"))) == 1
 

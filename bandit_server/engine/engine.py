@@ -89,6 +89,7 @@ class ExperimentStatus:
     learning_stalled: bool = False
     unlearnable_events: int = 0
     stalled_event_id: str = ""
+    stall_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -263,18 +264,14 @@ class Engine:
     def _status(self, runtime: _Runtime) -> ExperimentStatus:
         model = runtime.model
         config = runtime.config
-        stalled_at = ""
-        if model.stalled:
-            stalled_at = (
-                self.log.first_unlearned(config.name, config.vw_args, model.learned_seq) or ""
-            )
         return ExperimentStatus(
             config,
             model.version,
             model.learned_count,
             model.stalled,
             self.log.unlearnable_count(config.name, config.vw_args),
-            stalled_at,
+            model.stalled_event_id if model.stalled else "",
+            model.stall_reason if model.stalled else "",
         )
 
     async def create_experiment(self, config: ExperimentConfig) -> ExperimentStatus:
@@ -411,13 +408,22 @@ class Engine:
                 await asyncio.to_thread(
                     self.learner.call, lambda: self._mark_skipped(runtime, config, seqs)
                 )
+            recorded = " (the skipped events are recorded)" if skip else ""
             try:
                 await self._retrain(runtime, config)
             except Unavailable:
                 raise Unavailable(
                     "the server is stopping before the rebuilt model was in place; a restart "
-                    "rebuilds it (the skipped events are recorded)"
+                    f"rebuilds it{recorded}"
                 ) from None
+            except NotFound:
+                raise
+            except Exception as exc:
+                log.exception("model_rebuild_failed", experiment=name)
+                raise Unavailable(
+                    f"rebuilding the model failed: {describe(exc)}{recorded}; Rank serves the "
+                    "model as it was until RebuildModel or a restart rebuilds it"
+                ) from exc
         log.info("model_rebuilt", experiment=name, skipped=len(skip))
         return self._status(runtime)
 
@@ -427,12 +433,22 @@ class Engine:
         """On the learner thread, so no checkpoint is being written meanwhile: the model that
         learned these events stops checkpointing and its checkpoints from the first one on go,
         before the marks are written (a restart in between then replays without them)."""
-        runtime.model.outdated = True
-        self._store.discard_after(config.name, min(seqs.values()) - 1)
+        model = runtime.model
+        with self._models_lock:  # deleted, perhaps created again, since `seqs` was read
+            if model.deleted or self._models.get(config.name) is not model:
+                raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
+        model.outdated = True
         rows = sorted((seq, event_id) for event_id, seq in seqs.items())
-        self.log.mark_many_unlearnable(
-            config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, False, time.time()
-        )
+        try:
+            self._store.discard_after(config.name, rows[0][0] - 1)
+            self.log.mark_skipped(
+                config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, time.time()
+            )
+        except Exception as exc:
+            model.outdated = False  # nothing marked: its checkpoints are right again
+            raise Unavailable(
+                f"the skipped events could not be recorded: {describe(exc)}; nothing was skipped"
+            ) from exc
         log.warning("events_marked_unlearnable", experiment=config.name, count=len(rows))
 
     async def _run_to_end(self, work: Coroutine[Any, Any, T]) -> T:
@@ -476,7 +492,10 @@ class Engine:
                     log.exception("experiment_reinstall_failed", experiment=name)
                     runtime.model.deleted = False
                     runtime.deleted.clear()
-                    runtime.model.stalled = True
+                    runtime.model.stall(
+                        "it missed events while a delete failed; RebuildModel or a restart "
+                        "replays them"
+                    )
                     self._set_model(name, runtime.model)
                     self._runtimes[name] = runtime
                 raise

@@ -28,6 +28,7 @@ from bandit_server.engine.model import (
 )
 from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
+from bandit_server.errors import describe
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnedRow
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
@@ -289,6 +290,7 @@ class Learner:
         model = self._models().get(experiment)
         if model is None or model.deleted or model.stalled:
             return rows
+        item = None  # the event being learned, once the batch is read
         try:
             todo = [row for row in rows if row.seq > model.learned_seq]
             if not todo:
@@ -307,11 +309,14 @@ class Learner:
                     mark_unlearnable(self._log, experiment, model.vw_args, item, exc)
                     model.skip(item.seq)
             model.skip(todo[-1].seq)
-        except Exception:
+        except Exception as error:
             if not model.deleted:
                 # Learning on would skip this event for good (a checkpoint would cover it).
                 # Stop here instead; a restart replays from the last learned row.
-                model.stalled = True
+                if item is None:  # reading the batch failed: no event is to blame
+                    model.stall(f"reading events to learn failed: {describe(error)}")
+                else:
+                    model.stall(f"learning it failed: {describe(error)}", item.event_id)
                 log.exception("learning_stalled", experiment=experiment)
         return rows
 
@@ -351,11 +356,11 @@ class Learner:
         try:
             rebuilt = rebuild.result.result()
         except Abandoned:  # at stop: learn nothing more on the broken model
-            model.stalled = True
+            model.stall("the server stopped while the model was being rebuilt")
             log.info("rebuild_stopped", experiment=experiment)
-        except Exception:
+        except Exception as error:
             # It stays damaged: with interval 0 Rank gets UNAVAILABLE until a restart.
-            model.stalled = True
+            model.stall(f"rebuilding the model failed: {describe(error)}")
             log.exception("learning_stalled", experiment=experiment, reason="rebuild failed")
         else:
             if not model.deleted and self._models().get(experiment) is model:

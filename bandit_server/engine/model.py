@@ -122,7 +122,9 @@ class ExperimentModel:
         self.publish_stretched = False  # spaced past the interval (the learner logs changes)
         self.checkpointed_seq = learned_seq
         self.deleted = False
-        self.stalled = False  # set by the learner when an event fails to learn
+        self.stalled = False  # set (by `stall`) when learning stops short of the log
+        self.stall_reason = ""
+        self.stalled_event_id = ""  # the event it stopped before, when one caused the stall
         # Set when events it learned were marked unlearnable (Engine.rebuild_model): it serves
         # until its rebuild replaces it, but a checkpoint of it would hold them.
         self.outdated = False
@@ -210,6 +212,13 @@ class ExperimentModel:
         with self._lock:
             self.learned_seq = max(self.learned_seq, seq)
 
+    def stall(self, reason: str, event_id: str = "") -> None:
+        """Learn nothing more (GetExperiment shows why, and the event that caused it, if one
+        did); RebuildModel or a restart replays from the log."""
+        self.stalled = True
+        self.stall_reason = reason
+        self.stalled_event_id = event_id
+
     def restore_from(self, rebuilt: ExperimentModel) -> None:
         """Take the training state of `rebuilt` (this model's log replayed without the events
         found unlearnable). Rank keeps its snapshot until the next publish."""
@@ -218,6 +227,8 @@ class ExperimentModel:
             self.learned_seq = rebuilt.learned_seq
             self.learned_count = rebuilt.learned_count
             self.stalled = rebuilt.stalled
+            self.stall_reason = rebuilt.stall_reason
+            self.stalled_event_id = rebuilt.stalled_event_id
             self.damaged = False
             if self._pending_interval is not None:
                 self._set_update_interval(self._pending_interval)

@@ -12,6 +12,7 @@ import structlog
 
 from bandit_server.core.joiner import OpenEvent
 from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
+from bandit_server.errors import describe
 from bandit_server.learners.vw import VWPolicy, resumable
 from bandit_server.storage.models import Checkpoint, ModelStore
 from bandit_server.storage.records import LearnItem
@@ -62,10 +63,11 @@ def restore_model(
     # and a power cut); new events would reuse its seqs. The log is the truth: drop such files.
     store.discard_after(experiment, decision_log.max_learned_seq(experiment))
     marked: set[int] = set()
-    stall_reason = ""
+    stall_reason = stalled_event_id = ""
     while True:
         if damage is not None:
             item = damage.item
+            stalled_event_id = item.event_id  # if it comes to a stall
             if item.seq in marked:
                 until_seq, stall_reason = item.seq, UNSEEN_MARK
             elif decision_log.follows_broken_rows(experiment, vw_args, item.seq, CASCADE_AFTER):
@@ -83,7 +85,7 @@ def restore_model(
         if damage is None:
             break
     if stall_reason:
-        model.stalled = True
+        model.stall(stall_reason, stalled_event_id)
         log.error("learning_stalled", experiment=experiment, reason=stall_reason)
     if replayed:
         model.publish()
@@ -132,14 +134,14 @@ def _replay(
                 try:
                     mark_unlearnable(decision_log, experiment, vw_args, item, exc)
                 except Exception:  # VW never saw it: the model is fine up to here
-                    model.stalled = True
+                    model.stall(NOT_RECORDED, item.event_id)
                     log.exception("learning_stalled", experiment=experiment, reason=NOT_RECORDED)
                     break
                 model.skip(item.seq)
-            except Exception:
+            except Exception as error:
                 # As the learner does: stop at the event VW rejects rather than skip it, and
                 # serve what was learned before it; the server must still start.
-                model.stalled = True
+                model.stall(f"VW could not learn it: {describe(error)}", item.event_id)
                 log.exception("learning_stalled", experiment=experiment, event_id=item.event_id)
                 break
     finally:

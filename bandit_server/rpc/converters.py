@@ -162,4 +162,5 @@ def experiment_message(status: ExperimentStatus) -> pb.Experiment:
         learning_stalled=status.learning_stalled,
         unlearnable_events=status.unlearnable_events,
         stalled_event_id=status.stalled_event_id,
+        stall_reason=status.stall_reason,
     )

@@ -86,10 +86,16 @@ class DirectoryModelStore:
         shutil.rmtree(self.root / experiment, ignore_errors=True)
 
     def discard_after(self, experiment: str, learned_seq: int) -> None:
-        """Remove checkpoints past `learned_seq`: they hold events the log no longer has."""
-        for sidecar in (self.root / experiment).glob("*.json"):
+        """Remove checkpoints past `learned_seq`: they hold events the log no longer has, or
+        that are now marked unlearnable. Synced, so a power cut does not bring them back."""
+        folder = self.root / experiment
+        removed = False
+        for sidecar in folder.glob("*.json"):
             if sidecar.stem.isdigit() and int(sidecar.stem) > learned_seq:
                 _remove(sidecar)
+                removed = True
+        if removed:
+            _fsync_dir(folder)
 
     def discard(self, experiment: str, learned_seq: int) -> None:
         """Remove the checkpoint at `learned_seq` (one VW cannot load)."""

@@ -133,9 +133,19 @@ class SQLiteDecisionLog:
     ) -> None:
         """Record that the model made with `vw_args` skips learned row `seq`, unless that row
         is gone (its experiment was deleted meanwhile)."""
-        self.mark_many_unlearnable(experiment, vw_args, [(seq, event_id)], reason, damaged, ts)
+        self._write_marks(experiment, vw_args, [(seq, event_id)], reason, damaged, ts)
 
-    def mark_many_unlearnable(
+    def mark_skipped(
+        self, experiment: str, vw_args: str, rows: Sequence[tuple[int, str]], reason: str, ts: float
+    ) -> None:
+        """Record the learned rows `rows` (seq, event_id) as skipped on request, and drop the
+        marks of events found to break the model after the first of them: one skipped may be
+        what left the model fragile (see recovery.CASCADE), and the replay that follows finds
+        again those that still break it."""
+        after = min(seq for seq, _ in rows)
+        self._write_marks(experiment, vw_args, rows, reason, False, ts, forget_broken_after=after)
+
+    def _write_marks(
         self,
         experiment: str,
         vw_args: str,
@@ -143,15 +153,22 @@ class SQLiteDecisionLog:
         reason: str,
         damaged: bool,
         ts: float,
+        forget_broken_after: int | None = None,
     ) -> None:
-        """mark_unlearnable for each (seq, event_id), in one transaction. On a connection of
-        its own: the caller may be iterating `learn_items` on this thread's reader."""
+        """In one transaction, on a connection of its own: the caller may be iterating
+        `learn_items` on this thread's reader."""
         # FULL whatever the log's setting: a checkpoint made after this skips the event and is
         # fsynced, so a power cut must not keep the checkpoint yet lose the mark.
         con = sqlite_schema.connect(str(self.path), "FULL")
         try:
             with con:
                 con.execute("BEGIN IMMEDIATE")
+                if forget_broken_after is not None:
+                    con.execute(
+                        "DELETE FROM unlearnable WHERE experiment = ? AND vw_args = ?"
+                        " AND seq > ? AND damaged = 1",
+                        (experiment, vw_args, forget_broken_after),
+                    )
                 con.executemany(
                     "INSERT OR IGNORE INTO unlearnable"
                     " (seq, vw_args, experiment, event_id, reason, damaged, ts)"
@@ -182,22 +199,6 @@ class SQLiteDecisionLog:
             .fetchall()
         )
         return len(flags) == count and all(flag for (flag,) in flags)
-
-    def first_unlearned(self, experiment: str, vw_args: str, after_seq: int) -> str | None:
-        """The event of the first learned row after `after_seq` not marked unlearnable under
-        `vw_args`: where a model stopped at `after_seq` learns next (or stalled)."""
-        row = (
-            self._reader()
-            .execute(
-                "SELECT l.event_id FROM learned l WHERE l.experiment = ? AND l.seq > ?"
-                " AND NOT EXISTS (SELECT 1 FROM unlearnable u"
-                "   WHERE u.seq = l.seq AND u.vw_args = ?)"
-                " ORDER BY l.seq LIMIT 1",
-                (experiment, after_seq, vw_args),
-            )
-            .fetchone()
-        )
-        return None if row is None else str(row[0])
 
     def learned_seqs(self, experiment: str, event_ids: Sequence[str]) -> dict[str, int]:
         """The learned-log seq of each of `event_ids` that the experiment has learned rows for."""

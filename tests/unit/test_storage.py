@@ -316,20 +316,36 @@ def test_export_rows_lists_learned_in_learned_order_then_the_rest(manual: Manual
     ]
 
 
-def test_where_a_model_learns_next_and_which_events_were_learned(manual: ManualLog) -> None:
-    """first_unlearned passes over rows marked under those vw_args only; learned_seqs finds
-    learned events of that experiment only; marks in one go skip rows that are gone."""
+def test_skipping_on_request_forgets_the_breaks_found_after_the_first_skipped_row(
+    manual: ManualLog,
+) -> None:
+    """A skipped event may be what broke the events after it: their marks go (the replay finds
+    again those that still break the model); earlier ones, and refusals, stay."""
+    manual.submit([_decision(f"d{i}") for i in range(1, 6)] + [_decision("o1", "other")])
+    manual.submit([_learned(f"d{i}") for i in range(1, 4)] + [_learned("o1", experiment="other")])
+    manual.submit([_learned("d4"), _learned("d5")])
+    manual.commit()
+    # seqs: d1 1, d2 2, d3 3, o1 4, d4 5, d5 6
+    manual.log.mark_unlearnable("exp", "--a", 1, "d1", "broke it", True, 1.0)
+    manual.log.mark_unlearnable("exp", "--a", 3, "d3", "broke it", True, 1.0)
+    manual.log.mark_unlearnable("exp", "--a", 5, "d4", "too big", False, 1.0)
+    manual.log.mark_unlearnable("exp", "--b", 6, "d5", "broke it", True, 1.0)
+    manual.log.mark_skipped("exp", "--a", [(2, "d2"), (99, "gone")], "skipped", 2.0)
+    assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d3", "d5"]
+    assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == [
+        "d1",
+        "d2",
+        "d3",
+        "d4",
+    ]
+    assert manual.log.unlearnable_count("exp", "--a") == 3
+
+
+def test_learned_seqs_finds_the_experiments_learned_events(manual: ManualLog) -> None:
     manual.submit([_decision(f"d{i}") for i in range(1, 5)] + [_decision("o1", "other")])
     manual.submit([_learned("d1"), _learned("d2"), _learned("o1", experiment="other")])
     manual.submit([_learned("d3")])
     manual.commit()
-    assert manual.log.first_unlearned("exp", "--a", 0) == "d1"
-    assert manual.log.first_unlearned("exp", "--a", 1) == "d2"
-    manual.log.mark_many_unlearnable("exp", "--a", [(2, "d2"), (9, "gone")], "skipped", False, 5.0)
-    assert manual.log.first_unlearned("exp", "--a", 1) == "d3"
-    assert manual.log.first_unlearned("exp", "--b", 1) == "d2"
-    assert manual.log.first_unlearned("exp", "--a", 4) is None
-    assert manual.log.unlearnable_count("exp", "--a") == 1
     ids = ["d3", "d4", "o1", "d1", "nope"]
     assert manual.log.learned_seqs("exp", ids) == {"d1": 1, "d3": 4}
     many = [f"x{i}" for i in range(1200)] + ["d2"]  # past one query's bound parameters

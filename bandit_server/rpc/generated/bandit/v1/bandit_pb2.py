@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ndit/v1/bandit.proto\x12\tbandit.v1\"f\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x07\n\x05value\"?\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x12.bandit.v1.Feature\"<\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x14.bandit.v1.Namespace\"\xc6\x01\n\x0bRankRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12%\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x14.bandit.v1.Namespace\x12\"\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x11.bandit.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x05 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x06 \x01(\x08\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"{\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x18\n\x10\x63hosen_action_id\x18\x02 \x01(\t\x12(\n\x07ranking\x18\x03 \x03(\x0b\x32\x17.bandit.v1.RankedAction\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"D\n\rRewardRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\"\x1e\n\x0eRewardResponse\x12\x0c\n\x04late\x18\x01 \x01(\x08\"7\n\x0f\x41\x63tivateRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\" \n\x10\x41\x63tivateResponse\x12\x0c\n\x04late\x18\x01 \x01(\x08\"\xc0\x02\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07vw_args\x18\x02 \x01(\t\x12\x1b\n\x13reward_wait_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\x12\x38\n\x12reward_aggregation\x18\x05 \x01(\x0e\x32\x1c.bandit.v1.RewardAggregation\x12%\n\x1dmodel_update_interval_seconds\x18\x06 \x01(\x01\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x16\n\x0elearned_events\x18\x08 \x01(\x04\x12\x18\n\x10learning_stalled\x18\t \x01(\x08\x12\x1a\n\x12unlearnable_events\x18\n \x01(\x04\x12\x18\n\x10stalled_event_id\x18\x0b \x01(\t\"D\n\x17\x43reateExperimentRequest\x12)\n\nexperiment\x18\x01 \x01(\x0b\x32\x15.bandit.v1.Experiment\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListExperimentsRequest\"E\n\x17ListExperimentsResponse\x12*\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x15.bandit.v1.Experiment\"D\n\x17UpdateExperimentRequest\x12)\n\nexperiment\x18\x01 \x01(\x0b\x32\x15.bandit.v1.Experiment\"\'\n\x17\x44\x65leteExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteExperimentResponse\";\n\x13RebuildModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eskip_event_ids\x18\x02 \x03(\t*t\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREWARD_AGGREGATION_EARLIEST\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x02\x32\xcc\x01\n\rBanditService\x12\x37\n\x04Rank\x12\x16.bandit.v1.RankRequest\x1a\x17.bandit.v1.RankResponse\x12=\n\x06Reward\x12\x18.bandit.v1.RewardRequest\x1a\x19.bandit.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.bandit.v1.ActivateRequest\x1a\x1b.bandit.v1.ActivateResponse2\xf8\x03\n\x11\x45xperimentService\x12M\n\x10\x43reateExperiment\x12\".bandit.v1.CreateExperimentRequest\x1a\x15.bandit.v1.Experiment\x12G\n\rGetExperiment\x12\x1f.bandit.v1.GetExperimentRequest\x1a\x15.bandit.v1.Experiment\x12X\n\x0fListExperiments\x12!.bandit.v1.ListExperimentsRequest\x1a\".bandit.v1.ListExperimentsResponse\x12M\n\x10UpdateExperiment\x12\".bandit.v1.UpdateExperimentRequest\x1a\x15.bandit.v1.Experiment\x12[\n\x10\x44\x65leteExperiment\x12\".bandit.v1.DeleteExperimentRequest\x1a#.bandit.v1.DeleteExperimentResponse\x12\x45\n\x0cRebuildModel\x12\x1e.bandit.v1.RebuildModelRequest\x1a\x15.bandit.v1.Experimentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ndit/v1/bandit.proto\x12\tbandit.v1\"f\n\x07\x46\x65\x61ture\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x07\n\x05value\"?\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x12.bandit.v1.Feature\"<\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x14.bandit.v1.Namespace\"\xc6\x01\n\x0bRankRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12%\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x14.bandit.v1.Namespace\x12\"\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x11.bandit.v1.Action\x12\x1b\n\x13\x65xcluded_action_ids\x18\x05 \x03(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x06 \x01(\x08\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"{\n\x0cRankResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x18\n\x10\x63hosen_action_id\x18\x02 \x01(\t\x12(\n\x07ranking\x18\x03 \x03(\x0b\x32\x17.bandit.v1.RankedAction\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"D\n\rRewardRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\"\x1e\n\x0eRewardResponse\x12\x0c\n\x04late\x18\x01 \x01(\x08\"7\n\x0f\x41\x63tivateRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\" \n\x10\x41\x63tivateResponse\x12\x0c\n\x04late\x18\x01 \x01(\x08\"\xd6\x02\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07vw_args\x18\x02 \x01(\t\x12\x1b\n\x13reward_wait_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65\x66\x61ult_reward\x18\x04 \x01(\x01\x12\x38\n\x12reward_aggregation\x18\x05 \x01(\x0e\x32\x1c.bandit.v1.RewardAggregation\x12%\n\x1dmodel_update_interval_seconds\x18\x06 \x01(\x01\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x16\n\x0elearned_events\x18\x08 \x01(\x04\x12\x18\n\x10learning_stalled\x18\t \x01(\x08\x12\x1a\n\x12unlearnable_events\x18\n \x01(\x04\x12\x18\n\x10stalled_event_id\x18\x0b \x01(\t\x12\x14\n\x0cstall_reason\x18\x0c \x01(\t\"D\n\x17\x43reateExperimentRequest\x12)\n\nexperiment\x18\x01 \x01(\x0b\x32\x15.bandit.v1.Experiment\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListExperimentsRequest\"E\n\x17ListExperimentsResponse\x12*\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x15.bandit.v1.Experiment\"D\n\x17UpdateExperimentRequest\x12)\n\nexperiment\x18\x01 \x01(\x0b\x32\x15.bandit.v1.Experiment\"\'\n\x17\x44\x65leteExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteExperimentResponse\";\n\x13RebuildModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eskip_event_ids\x18\x02 \x03(\t*t\n\x11RewardAggregation\x12\"\n\x1eREWARD_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREWARD_AGGREGATION_EARLIEST\x10\x01\x12\x1a\n\x16REWARD_AGGREGATION_SUM\x10\x02\x32\xcc\x01\n\rBanditService\x12\x37\n\x04Rank\x12\x16.bandit.v1.RankRequest\x1a\x17.bandit.v1.RankResponse\x12=\n\x06Reward\x12\x18.bandit.v1.RewardRequest\x1a\x19.bandit.v1.RewardResponse\x12\x43\n\x08\x41\x63tivate\x12\x1a.bandit.v1.ActivateRequest\x1a\x1b.bandit.v1.ActivateResponse2\xf8\x03\n\x11\x45xperimentService\x12M\n\x10\x43reateExperiment\x12\".bandit.v1.CreateExperimentRequest\x1a\x15.bandit.v1.Experiment\x12G\n\rGetExperiment\x12\x1f.bandit.v1.GetExperimentRequest\x1a\x15.bandit.v1.Experiment\x12X\n\x0fListExperiments\x12!.bandit.v1.ListExperimentsRequest\x1a\".bandit.v1.ListExperimentsResponse\x12M\n\x10UpdateExperiment\x12\".bandit.v1.UpdateExperimentRequest\x1a\x15.bandit.v1.Experiment\x12[\n\x10\x44\x65leteExperiment\x12\".bandit.v1.DeleteExperimentRequest\x1a#.bandit.v1.DeleteExperimentResponse\x12\x45\n\x0cRebuildModel\x12\x1e.bandit.v1.RebuildModelRequest\x1a\x15.bandit.v1.Experimentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bandit.v1.bandit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REWARDAGGREGATION']._serialized_start=1571
-  _globals['_REWARDAGGREGATION']._serialized_end=1687
+  _globals['_REWARDAGGREGATION']._serialized_start=1593
+  _globals['_REWARDAGGREGATION']._serialized_end=1709
   _globals['_FEATURE']._serialized_start=37
   _globals['_FEATURE']._serialized_end=139
   _globals['_NAMESPACE']._serialized_start=141
@@ -54,25 +54,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVATERESPONSE']._serialized_start=809
   _globals['_ACTIVATERESPONSE']._serialized_end=841
   _globals['_EXPERIMENT']._serialized_start=844
-  _globals['_EXPERIMENT']._serialized_end=1164
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=1166
-  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=1234
-  _globals['_GETEXPERIMENTREQUEST']._serialized_start=1236
-  _globals['_GETEXPERIMENTREQUEST']._serialized_end=1272
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=1274
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=1298
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=1300
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1369
-  _globals['_UPDATEEXPERIMENTREQUEST']._serialized_start=1371
-  _globals['_UPDATEEXPERIMENTREQUEST']._serialized_end=1439
-  _globals['_DELETEEXPERIMENTREQUEST']._serialized_start=1441
-  _globals['_DELETEEXPERIMENTREQUEST']._serialized_end=1480
-  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_start=1482
-  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_end=1508
-  _globals['_REBUILDMODELREQUEST']._serialized_start=1510
-  _globals['_REBUILDMODELREQUEST']._serialized_end=1569
-  _globals['_BANDITSERVICE']._serialized_start=1690
-  _globals['_BANDITSERVICE']._serialized_end=1894
-  _globals['_EXPERIMENTSERVICE']._serialized_start=1897
-  _globals['_EXPERIMENTSERVICE']._serialized_end=2401
+  _globals['_EXPERIMENT']._serialized_end=1186
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=1188
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=1256
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=1258
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=1294
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=1296
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=1320
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=1322
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1391
+  _globals['_UPDATEEXPERIMENTREQUEST']._serialized_start=1393
+  _globals['_UPDATEEXPERIMENTREQUEST']._serialized_end=1461
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_start=1463
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_end=1502
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_start=1504
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_end=1530
+  _globals['_REBUILDMODELREQUEST']._serialized_start=1532
+  _globals['_REBUILDMODELREQUEST']._serialized_end=1591
+  _globals['_BANDITSERVICE']._serialized_start=1712
+  _globals['_BANDITSERVICE']._serialized_end=1916
+  _globals['_EXPERIMENTSERVICE']._serialized_start=1919
+  _globals['_EXPERIMENTSERVICE']._serialized_end=2423
 # @@protoc_insertion_point(module_scope)

@@ -113,7 +113,7 @@ class ActivateResponse(_message.Message):
     def __init__(self, late: _Optional[bool] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "vw_args", "reward_wait_seconds", "default_reward", "reward_aggregation", "model_update_interval_seconds", "model_version", "learned_events", "learning_stalled", "unlearnable_events", "stalled_event_id")
+    __slots__ = ("name", "vw_args", "reward_wait_seconds", "default_reward", "reward_aggregation", "model_update_interval_seconds", "model_version", "learned_events", "learning_stalled", "unlearnable_events", "stalled_event_id", "stall_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VW_ARGS_FIELD_NUMBER: _ClassVar[int]
     REWARD_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class Experiment(_message.Message):
     LEARNING_STALLED_FIELD_NUMBER: _ClassVar[int]
     UNLEARNABLE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     STALLED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STALL_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     vw_args: str
     reward_wait_seconds: float
@@ -136,7 +137,8 @@ class Experiment(_message.Message):
     learning_stalled: bool
     unlearnable_events: int
     stalled_event_id: str
-    def __init__(self, name: _Optional[str] = ..., vw_args: _Optional[str] = ..., reward_wait_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., reward_aggregation: _Optional[_Union[RewardAggregation, str]] = ..., model_update_interval_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., learned_events: _Optional[int] = ..., learning_stalled: _Optional[bool] = ..., unlearnable_events: _Optional[int] = ..., stalled_event_id: _Optional[str] = ...) -> None: ...
+    stall_reason: str
+    def __init__(self, name: _Optional[str] = ..., vw_args: _Optional[str] = ..., reward_wait_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., reward_aggregation: _Optional[_Union[RewardAggregation, str]] = ..., model_update_interval_seconds: _Optional[float] = ..., model_version: _Optional[str] = ..., learned_events: _Optional[int] = ..., learning_stalled: _Optional[bool] = ..., unlearnable_events: _Optional[int] = ..., stalled_event_id: _Optional[str] = ..., stall_reason: _Optional[str] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment",)
