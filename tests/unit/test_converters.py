@@ -198,8 +198,12 @@ def test_experiment_message_round_trips(aggregation: Aggregation) -> None:
     message = converters.experiment_message(ExperimentStatus(config, "epoch-3", 42))
     assert message.model_version == "epoch-3" and message.learned_events == 42
     assert not message.learning_stalled
-    stalled = ExperimentStatus(config, "epoch-3", 42, learning_stalled=True)
-    assert converters.experiment_message(stalled).learning_stalled
+    assert message.stalled_event_id == message.stall_reason == ""
+    stalled = ExperimentStatus(config, "epoch-3", 42, True, 2, "ev-9", "VW could not learn it")
+    stalled_message = converters.experiment_message(stalled)
+    assert stalled_message.learning_stalled and stalled_message.unlearnable_events == 2
+    assert stalled_message.stalled_event_id == "ev-9"
+    assert stalled_message.stall_reason == "VW could not learn it"
     assert converters.experiment_config(message) == config
 
 
