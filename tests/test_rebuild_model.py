@@ -4,6 +4,7 @@ vw_args or a new experiment."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -18,6 +19,7 @@ from bandit_server.errors import Unavailable
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from tests.server import ServerThread
+from tests.test_rebuild_off_learner import GUARD_SECONDS, Gate, _setup
 from tests.test_reward_windows import Clock, run
 from tests.test_unlearnable_events import (
     VW_ARGS,
@@ -288,5 +290,35 @@ def test_events_that_cannot_be_recorded_as_skipped_change_nothing(
         await _events(engine, "b", 2, learned=5)
         await _checkpoint(engine)
         assert len(list((tmp_path / "models" / "w").glob("*.json"))) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_skipping_waits_for_a_rebuild_after_a_breaking_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """That rebuild writes and reads marks of its own, so skipping meanwhile would race it
+    (found by review): it answers UNAVAILABLE and changes nothing; once the rebuild is done
+    it skips."""
+    gate = Gate(monkeypatch)
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.05)
+        await engine.reward("w", "poison", 1e15)  # learned on the learner thread: breaks it
+        assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
+        with pytest.raises(Unavailable, match="being rebuilt"):
+            await engine.rebuild_model("w", ["n3"])
+        assert not engine.model("w").outdated
+        assert engine.get_experiment("w").unlearnable_events == 0  # the rebuild marks it
+        gate.opened.set()
+        for _ in range(2_000):  # a bound, not a timing: until the learner installed it
+            try:
+                status = await engine.rebuild_model("w", ["n3"])
+                break
+            except Unavailable:
+                await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the rebuild never ended")
+        assert (status.learned_events, status.unlearnable_events) == (9, 2)
 
     run(tmp_path, scenario)

@@ -41,7 +41,7 @@ from bandit_server.core.types import (
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.rebuild import Abandoned
-from bandit_server.engine.recovery import open_events, restore_model
+from bandit_server.engine.recovery import CASCADE_AFTER, open_events, restore_model
 from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
 from bandit_server.learners.vw import interaction_order, number_bound, validate_args
 from bandit_server.storage.models import DirectoryModelStore
@@ -437,12 +437,18 @@ class Engine:
         with self._models_lock:  # deleted, perhaps created again, since `seqs` was read
             if model.deleted or self._models.get(config.name) is not model:
                 raise NotFound(f"experiment {config.name!r} was deleted meanwhile")
+        if self.learner.rebuilding(config.name):
+            # It writes and reads marks of its own: which would win is a race.
+            raise Unavailable(
+                "the model is being rebuilt after an event that broke it; nothing was skipped: "
+                "try again once that is done"
+            )
         model.outdated = True
         rows = sorted((seq, event_id) for event_id, seq in seqs.items())
         try:
             self._store.discard_after(config.name, rows[0][0] - 1)
             self.log.mark_skipped(
-                config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, time.time()
+                config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, time.time(), CASCADE_AFTER
             )
         except Exception as exc:
             model.outdated = False  # nothing marked: its checkpoints are right again

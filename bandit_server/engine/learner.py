@@ -130,6 +130,12 @@ class Learner:
         `abandoned` stops it (rebuild.Abandoned)."""
         return self._rebuilder.submit(replay, Pacer(abandoned=abandoned))
 
+    def rebuilding(self, experiment: str) -> bool:
+        """On this thread: whether the experiment's model is being rebuilt after an event that
+        broke it (its held rows may still be learning: that is done)."""
+        rebuild = self._rebuilds.get(experiment)
+        return rebuild is not None and not rebuild.draining
+
     def catch_up_rows(self, experiment: str, model: ExperimentModel) -> list[LearnedRow]:
         """On this thread: the rows it handled (with the experiment's current model) after
         `model`'s replay read the log, which `model` must learn if it takes over."""

@@ -215,9 +215,9 @@ class ExperimentModel:
     def stall(self, reason: str, event_id: str = "") -> None:
         """Learn nothing more (GetExperiment shows why, and the event that caused it, if one
         did); RebuildModel or a restart replays from the log."""
-        self.stalled = True
-        self.stall_reason = reason
+        self.stall_reason = reason  # first: GetExperiment reads them once `stalled` is set
         self.stalled_event_id = event_id
+        self.stalled = True
 
     def restore_from(self, rebuilt: ExperimentModel) -> None:
         """Take the training state of `rebuilt` (this model's log replayed without the events

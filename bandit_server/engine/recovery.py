@@ -84,7 +84,7 @@ def restore_model(
         )
         if damage is None:
             break
-    if stall_reason:
+    if stall_reason and not model.stalled:  # the replay may have stopped earlier, for its own
         model.stall(stall_reason, stalled_event_id)
         log.error("learning_stalled", experiment=experiment, reason=stall_reason)
     if replayed:

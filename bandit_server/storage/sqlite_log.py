@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
+import structlog
+
 from bandit_server.storage import sqlite_schema
 from bandit_server.storage.records import (
     ActivationRow,
@@ -20,6 +22,8 @@ from bandit_server.storage.records import (
 from bandit_server.storage.sqlite_writer import Done, GroupCommitWriter, Row
 
 LOG_FILE = "decisions.sqlite3"
+
+log = structlog.get_logger(__name__)
 
 _DECISION_COLUMNS = (
     "experiment, event_id, ts, deadline, user_id, deferred, c_json, action_ids, excluded,"
@@ -46,8 +50,7 @@ def _decision(row: sqlite3.Row | tuple[object, ...]) -> DecisionRow:
 
 # See checkpoint_wal: ~16 MB of 4 KB pages, about 2 s of Ranks at 700 a second.
 WAL_RESTART_FRAMES = 4096
-RESTART_WAIT_MS = 200
-WAL_SIZE_LIMIT_BYTES = 32 << 20
+RESTART_WAIT_MS = 20
 
 
 class SQLiteDecisionLog:
@@ -71,8 +74,6 @@ class SQLiteDecisionLog:
         # Commits may run on the event loop; the WAL checkpoint (which fsyncs and copies pages)
         # must not. `checkpoint_wal` runs it from a background thread instead.
         write_con.execute("PRAGMA wal_autocheckpoint=0")
-        # When a write starts the WAL over, a file left longer by a burst is cut back to this.
-        write_con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         self._write_con = write_con
         self._writer = GroupCommitWriter(write_con, schedule, here)
         self._local = threading.local()
@@ -136,14 +137,19 @@ class SQLiteDecisionLog:
         self._write_marks(experiment, vw_args, [(seq, event_id)], reason, damaged, ts)
 
     def mark_skipped(
-        self, experiment: str, vw_args: str, rows: Sequence[tuple[int, str]], reason: str, ts: float
+        self,
+        experiment: str,
+        vw_args: str,
+        rows: Sequence[tuple[int, str]],
+        reason: str,
+        ts: float,
+        forget_breaks: int,
     ) -> None:
-        """Record the learned rows `rows` (seq, event_id) as skipped on request, and drop the
-        marks of events found to break the model after the first of them: one skipped may be
-        what left the model fragile (see recovery.CASCADE), and the replay that follows finds
-        again those that still break it."""
-        after = min(seq for seq, _ in rows)
-        self._write_marks(experiment, vw_args, rows, reason, False, ts, forget_broken_after=after)
+        """Record the learned rows `rows` (seq, event_id) as skipped on request, and forget the
+        marks of the run of up to `forget_breaks` events found to break the model right after
+        each: a skipped event may be what left the model fragile (see recovery.CASCADE), and
+        the replay that follows marks again those that still break it, one replay each."""
+        self._write_marks(experiment, vw_args, rows, reason, False, ts, forget_breaks)
 
     def _write_marks(
         self,
@@ -153,7 +159,7 @@ class SQLiteDecisionLog:
         reason: str,
         damaged: bool,
         ts: float,
-        forget_broken_after: int | None = None,
+        forget_breaks: int = 0,
     ) -> None:
         """In one transaction, on a connection of its own: the caller may be iterating
         `learn_items` on this thread's reader."""
@@ -163,12 +169,21 @@ class SQLiteDecisionLog:
         try:
             with con:
                 con.execute("BEGIN IMMEDIATE")
-                if forget_broken_after is not None:
-                    con.execute(
-                        "DELETE FROM unlearnable WHERE experiment = ? AND vw_args = ?"
-                        " AND seq > ? AND damaged = 1",
-                        (experiment, vw_args, forget_broken_after),
-                    )
+                for seq, _ in rows if forget_breaks else ():
+                    following = con.execute(
+                        "SELECT l.seq, EXISTS (SELECT 1 FROM unlearnable u"
+                        "   WHERE u.seq = l.seq AND u.vw_args = ? AND u.damaged = 1)"
+                        " FROM learned l WHERE l.experiment = ? AND l.seq > ?"
+                        " ORDER BY l.seq LIMIT ?",
+                        (vw_args, experiment, seq, forget_breaks),
+                    ).fetchall()
+                    for broken_seq, broken in following:
+                        if not broken:
+                            break
+                        con.execute(
+                            "DELETE FROM unlearnable WHERE seq = ? AND vw_args = ?",
+                            (broken_seq, vw_args),
+                        )
                 con.executemany(
                     "INSERT OR IGNORE INTO unlearnable"
                     " (seq, vw_args, experiment, event_id, reason, damaged, ts)"
@@ -239,18 +254,23 @@ class SQLiteDecisionLog:
         Under steady traffic a PASSIVE checkpoint never gets there (writes land while it copies),
         so the WAL grew for as long as the traffic lasted: ~8 MB a second at 700 Ranks a
         second, measured. Past WAL_RESTART_FRAMES a FULL checkpoint follows, which holds writers
-        off while it copies what the PASSIVE one left (~5 ms, measured); a commit that finds
-        the lock taken meanwhile goes to the writer thread, which waits for it."""
+        off while it copies what the PASSIVE one left (5-10 ms, measured); a commit that finds
+        the lock taken meanwhile goes to the writer thread, which waits for it.
+
+        Only when the PASSIVE one copied every frame: otherwise a reader still holds an older
+        view (an export, a rebuild's replay), and FULL would hold writers off while it waited
+        for that reader, then give up. The WAL then grows until the reader is done."""
         con = self._reader()
-        _, frames, _ = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if frames >= WAL_RESTART_FRAMES:
-            # Not the usual 30 s: an operator's open transaction must not stop the learner
-            # thread (this one) for that long. Given up, it retries on the next call.
+        _, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames >= WAL_RESTART_FRAMES and copied == frames:
+            # Short: FULL holds the write lock while it waits for readers mid-query.
             con.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
             try:
-                con.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+                busy, _, _ = con.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
             finally:
                 con.execute(sqlite_schema.WAIT_FOR_LOCK)
+            if busy:
+                log.info("wal_restart_deferred", frames=frames)  # retried on the next call
         return int(frames)
 
     def close(self) -> None:

@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until
 """
 
 
+# What a WAL file left longer by a burst (or a long reader) is cut back to when it starts over.
+WAL_SIZE_LIMIT_BYTES = 32 << 20
 # How long a connection waits for another one's write lock before failing with "locked".
 BUSY_TIMEOUT_SECONDS = 30.0
 # Puts that wait back after a statement that had to wait less.
@@ -94,6 +96,8 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("PRAGMA foreign_keys=OFF")
+    # Whichever connection's write starts the WAL over cuts a file left longer back to this.
+    con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     return con
 
 

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from bandit_server.core.experiment import ExperimentConfig
 from bandit_server.errors import InvalidArgument
 from bandit_server.export import iter_dsjson
+from bandit_server.storage import sqlite_log
 from bandit_server.storage.models import Checkpoint, DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
@@ -25,6 +26,7 @@ from bandit_server.storage.records import (
     RewardRow,
 )
 from bandit_server.storage.sqlite_log import WAL_RESTART_FRAMES, SQLiteDecisionLog
+from bandit_server.storage.sqlite_schema import BUSY_TIMEOUT_SECONDS
 from bandit_server.storage.sqlite_writer import MAX_HERE_ROWS, Row
 
 # -- DirectoryModelStore ---------------------------------------------------------------------
@@ -319,8 +321,9 @@ def test_export_rows_lists_learned_in_learned_order_then_the_rest(manual: Manual
 def test_skipping_on_request_forgets_the_breaks_found_after_the_first_skipped_row(
     manual: ManualLog,
 ) -> None:
-    """A skipped event may be what broke the events after it: their marks go (the replay finds
-    again those that still break the model); earlier ones, and refusals, stay."""
+    """A skipped event may be what broke the events right after it: the marks of that run go
+    (the replay finds again those that still break the model, one replay each); earlier ones,
+    refusals, and breaks past the run stay."""
     manual.submit([_decision(f"d{i}") for i in range(1, 6)] + [_decision("o1", "other")])
     manual.submit([_learned(f"d{i}") for i in range(1, 4)] + [_learned("o1", experiment="other")])
     manual.submit([_learned("d4"), _learned("d5")])
@@ -329,16 +332,17 @@ def test_skipping_on_request_forgets_the_breaks_found_after_the_first_skipped_ro
     manual.log.mark_unlearnable("exp", "--a", 1, "d1", "broke it", True, 1.0)
     manual.log.mark_unlearnable("exp", "--a", 3, "d3", "broke it", True, 1.0)
     manual.log.mark_unlearnable("exp", "--a", 5, "d4", "too big", False, 1.0)
+    manual.log.mark_unlearnable("exp", "--a", 6, "d5", "broke it", True, 1.0)
     manual.log.mark_unlearnable("exp", "--b", 6, "d5", "broke it", True, 1.0)
-    manual.log.mark_skipped("exp", "--a", [(2, "d2"), (99, "gone")], "skipped", 2.0)
-    assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d3", "d5"]
+    manual.log.mark_skipped("exp", "--a", [(2, "d2"), (99, "gone")], "skipped", 2.0, 2)
+    assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d3"]
     assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == [
         "d1",
         "d2",
         "d3",
         "d4",
     ]
-    assert manual.log.unlearnable_count("exp", "--a") == 3
+    assert manual.log.unlearnable_count("exp", "--a") == 4  # d1, d2, d4, d5
 
 
 def test_learned_seqs_finds_the_experiments_learned_events(manual: ManualLog) -> None:
@@ -668,3 +672,38 @@ def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
         writer.join()
         log.close()
     assert largest < 3 * WAL_RESTART_FRAMES * 4120  # ~4 KB pages, 24-byte frame headers
+
+
+def test_a_reader_holding_an_old_view_does_not_make_the_checkpoint_hold_writers_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export or a rebuild's replay reads one view for minutes; a FULL checkpoint would take
+    the write lock, wait for that reader, and give up, each second (found by review). The WAL
+    starts over once the reader is done."""
+    monkeypatch.setattr(sqlite_log, "WAL_RESTART_FRAMES", 30)
+    log = SQLiteDecisionLog(tmp_path / "data", synchronous="NORMAL")
+    committed = threading.Semaphore(0)
+
+    def commit(prefix: str, n: int) -> None:
+        for i in range(n):
+            log.submit([_decision(f"{prefix}{i}")], lambda error, rows: committed.release())
+            committed.acquire()
+
+    try:
+        commit("a", 5)
+        reader = sqlite3.connect(tmp_path / "data" / "decisions.sqlite3", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM decisions").fetchone()  # holds this view
+        commit("b", 20)
+        with capture_logs() as logs:
+            assert log.checkpoint_wal() >= 30
+        assert logs == []  # FULL was not tried: it would have waited, then given up
+        reader.execute("COMMIT")
+        reader.close()
+        assert log.checkpoint_wal() >= 30  # PASSIVE copies all, then FULL
+        commit("c", 1)  # starts the WAL over
+        assert log.checkpoint_wal() < 30
+        timeout_ms = log._reader().execute("PRAGMA busy_timeout").fetchone()[0]
+        assert timeout_ms == BUSY_TIMEOUT_SECONDS * 1000
+    finally:
+        log.close()
