@@ -16,6 +16,7 @@ from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine.engine import SKIPPED_ON_REQUEST, Engine
 from bandit_server.engine.recovery import CASCADE, NOT_RECORDED
 from bandit_server.errors import Unavailable
+from bandit_server.export import iter_dsjson
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 from tests.server import ServerThread
@@ -322,3 +323,20 @@ def test_skipping_waits_for_a_rebuild_after_a_breaking_event(
         assert (status.learned_events, status.unlearnable_events) == (9, 2)
 
     run(tmp_path, scenario)
+
+
+def test_skipped_events_stay_out_under_other_vw_args(tmp_path: Path) -> None:
+    """Marks that VW's behaviour decides hold for the vw_args they were found under; a skip on
+    request holds for every vw_args: a retrain for new ones must not learn the bots again."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _create_engine_experiment(engine)
+        await _events(engine, "a", 6, learned=6)
+        await engine.rebuild_model("w", ["a1", "a4"])
+        other = ExperimentConfig("w", "--cb_explore_adf --squarecb", 10.0, 0.0)
+        status = await engine.update_experiment(other)
+        assert (status.learned_events, status.unlearnable_events) == (4, 2)
+
+    run(tmp_path, scenario)
+    lines = [json.loads(line) for line in iter_dsjson(tmp_path, "w")]
+    assert {line["EventId"] for line in lines if line.get("_skipLearn")} == {"a1", "a4"}

@@ -19,6 +19,7 @@ from bandit_server.storage.records import (
     LearnItem,
     RewardRow,
 )
+from bandit_server.storage.sqlite_schema import ANY_ARGS
 from bandit_server.storage.sqlite_writer import Done, GroupCommitWriter, Row
 
 LOG_FILE = "decisions.sqlite3"
@@ -71,9 +72,6 @@ class SQLiteDecisionLog:
         self._synchronous = synchronous
         write_con = sqlite_schema.connect(str(self.path), synchronous)
         sqlite_schema.create(write_con)
-        # Commits may run on the event loop; the WAL checkpoint (which fsyncs and copies pages)
-        # must not. `checkpoint_wal` runs it from a background thread instead.
-        write_con.execute("PRAGMA wal_autocheckpoint=0")
         self._write_con = write_con
         self._writer = GroupCommitWriter(write_con, schedule, here)
         self._local = threading.local()
@@ -145,11 +143,13 @@ class SQLiteDecisionLog:
         ts: float,
         forget_breaks: int,
     ) -> None:
-        """Record the learned rows `rows` (seq, event_id) as skipped on request, and forget the
-        marks of the run of up to `forget_breaks` events found to break the model right after
-        each: a skipped event may be what left the model fragile (see recovery.CASCADE), and
-        the replay that follows marks again those that still break it, one replay each."""
-        self._write_marks(experiment, vw_args, rows, reason, False, ts, forget_breaks)
+        """Record the learned rows `rows` (seq, event_id) as skipped on request, whatever the
+        vw_args (ANY_ARGS: the operator wants them out of every model), and forget the marks,
+        under `vw_args`, of the run of up to `forget_breaks` events found to break the model
+        right after each: a skipped event may be what left the model fragile (see
+        recovery.CASCADE), and the replay that follows marks again those that still break
+        it, one replay each."""
+        self._write_marks(experiment, ANY_ARGS, rows, reason, False, ts, (vw_args, forget_breaks))
 
     def _write_marks(
         self,
@@ -159,7 +159,7 @@ class SQLiteDecisionLog:
         reason: str,
         damaged: bool,
         ts: float,
-        forget_breaks: int = 0,
+        forget: tuple[str, int] | None = None,
     ) -> None:
         """In one transaction, on a connection of its own: the caller may be iterating
         `learn_items` on this thread's reader."""
@@ -169,20 +169,21 @@ class SQLiteDecisionLog:
         try:
             with con:
                 con.execute("BEGIN IMMEDIATE")
+                forget_args, forget_breaks = forget if forget is not None else ("", 0)
                 for seq, _ in rows if forget_breaks else ():
                     following = con.execute(
                         "SELECT l.seq, EXISTS (SELECT 1 FROM unlearnable u"
                         "   WHERE u.seq = l.seq AND u.vw_args = ? AND u.damaged = 1)"
                         " FROM learned l WHERE l.experiment = ? AND l.seq > ?"
                         " ORDER BY l.seq LIMIT ?",
-                        (vw_args, experiment, seq, forget_breaks),
+                        (forget_args, experiment, seq, forget_breaks),
                     ).fetchall()
                     for broken_seq, broken in following:
                         if not broken:
                             break
                         con.execute(
                             "DELETE FROM unlearnable WHERE seq = ? AND vw_args = ?",
-                            (broken_seq, vw_args),
+                            (broken_seq, forget_args),
                         )
                 con.executemany(
                     "INSERT OR IGNORE INTO unlearnable"
@@ -233,8 +234,9 @@ class SQLiteDecisionLog:
         return int(
             self._reader()
             .execute(
-                "SELECT COUNT(*) FROM unlearnable WHERE experiment = ? AND vw_args = ?",
-                (experiment, vw_args),
+                "SELECT COUNT(DISTINCT seq) FROM unlearnable"
+                " WHERE experiment = ? AND vw_args IN (?, ?)",
+                (experiment, vw_args, ANY_ARGS),
             )
             .fetchone()[0]
         )
@@ -370,9 +372,10 @@ class SQLiteDecisionLog:
             " FROM learned l JOIN decisions d"
             " ON d.experiment = l.experiment AND d.event_id = l.event_id"
             " WHERE l.experiment = ? AND l.seq > ?"
-            " AND NOT EXISTS (SELECT 1 FROM unlearnable u WHERE u.seq = l.seq AND u.vw_args = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM unlearnable u"
+            "   WHERE u.seq = l.seq AND u.vw_args IN (?, ?))"
             " ORDER BY l.seq",
-            (experiment, after_seq, vw_args),
+            (experiment, after_seq, vw_args, ANY_ARGS),
         )
         for seq, event_id, c_json, ranking, probabilities, cost in rows:
             yield LearnItem(
@@ -404,8 +407,8 @@ class SQLiteDecisionLog:
                 marked.update(
                     seq
                     for (seq,) in self._reader().execute(
-                        f"SELECT seq FROM unlearnable WHERE vw_args = ? AND seq IN ({marks})",
-                        (vw_args, *(row.seq for row in chunk)),
+                        f"SELECT seq FROM unlearnable WHERE vw_args IN (?, ?) AND seq IN ({marks})",
+                        (vw_args, ANY_ARGS, *(row.seq for row in chunk)),
                     )
                 )
         items = []
@@ -500,7 +503,8 @@ class SQLiteDecisionLog:
         ).fetchone()
         vw_args = str(json.loads(config[0])["vw_args"]) if config else ""
         skipped = (
-            "EXISTS (SELECT 1 FROM unlearnable u WHERE u.seq = l.seq AND u.vw_args = :vw_args)"
+            "EXISTS (SELECT 1 FROM unlearnable u"
+            " WHERE u.seq = l.seq AND u.vw_args IN (:vw_args, :any_args))"
             if sqlite_schema.has_unlearnable_table(con)  # in this transaction: a version-1 log
             else "0"  # has none, unless a server upgraded it since
         )
@@ -509,7 +513,7 @@ class SQLiteDecisionLog:
             " l.cost, l.seq FROM learned l JOIN decisions d"
             " ON d.experiment = l.experiment AND d.event_id = l.event_id"
             f" WHERE l.experiment = :experiment AND NOT {skipped} ORDER BY l.seq",
-            {"experiment": experiment, "vw_args": vw_args},
+            {"experiment": experiment, "vw_args": vw_args, "any_args": ANY_ARGS},
         )
         for row in learned:
             yield _decision(row), float(row[12]), int(row[13]), True
@@ -521,7 +525,7 @@ class SQLiteDecisionLog:
             " AND NOT EXISTS (SELECT 1 FROM learned l"
             f"   WHERE l.experiment = d.experiment AND l.event_id = d.event_id AND NOT {skipped})"
             " ORDER BY d.seq",
-            {"experiment": experiment, "vw_args": vw_args},
+            {"experiment": experiment, "vw_args": vw_args, "any_args": ANY_ARGS},
         )
         for row in unlearned:
             yield _decision(row), None, None, bool(row[12])

@@ -7,7 +7,10 @@ import sqlite3
 from urllib.parse import quote
 
 # 2: the unlearnable table; a version-1 server would learn the events it lists.
-SCHEMA_VERSION = 2
+# 3: marks under ANY_ARGS; a version-2 server would learn those events under other vw_args.
+SCHEMA_VERSION = 3
+# The vw_args of a mark that holds whatever the settings: an event skipped on request.
+ANY_ARGS = "*"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,6 +99,9 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("PRAGMA foreign_keys=OFF")
+    # Commits may run on the event loop: copying the WAL into the file (with its fsyncs) is
+    # left to SQLiteDecisionLog.checkpoint_wal, on the learner thread, for every connection.
+    con.execute("PRAGMA wal_autocheckpoint=0")
     # Whichever connection's write starts the WAL over cuts a file left longer back to this.
     con.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     return con
@@ -130,7 +136,7 @@ def has_unlearnable_table(con: sqlite3.Connection) -> bool:
 def check_readable(con: sqlite3.Connection) -> None:
     """Raise unless this server can read the log on `con` (versions 1 and 2)."""
     row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None or row[0] not in ("1", str(SCHEMA_VERSION)):
+    if row is None or row[0] not in ("1", "2", str(SCHEMA_VERSION)):
         raise RuntimeError(
             f"decision log schema version {None if row is None else row[0]} is not one this "
             f"server can read (1 to {SCHEMA_VERSION})"
@@ -144,7 +150,7 @@ def create(con: sqlite3.Connection) -> None:
         con.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-    elif int(row[0]) == 1:  # the DDL above added what version 2 has
+    elif int(row[0]) in (1, 2):  # the DDL above added what version 2 has; 3 adds no table
         con.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

@@ -153,6 +153,11 @@ def _learned(event_id: str, cost: float = -1.0, experiment: str = "exp") -> Lear
     return LearnedRow(experiment, event_id, cost, 1_700_000_100.0)
 
 
+def _learned_row(event_id: str, seq: int) -> LearnedRow:
+    """A learned row as committed: with its seq."""
+    return LearnedRow("exp", event_id, -1.0, 1_700_000_100.0, seq)
+
+
 class ManualLog:
     """A decision log whose commits run only when the test says so, on the test's thread, so
     which jobs share a batch is decided by the test, not by thread timing."""
@@ -336,13 +341,12 @@ def test_skipping_on_request_forgets_the_breaks_found_after_the_first_skipped_ro
     manual.log.mark_unlearnable("exp", "--b", 6, "d5", "broke it", True, 1.0)
     manual.log.mark_skipped("exp", "--a", [(2, "d2"), (99, "gone")], "skipped", 2.0, 2)
     assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d3"]
-    assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == [
-        "d1",
-        "d2",
-        "d3",
-        "d4",
-    ]
+    # The skip holds under every vw_args; the forgetting only under those given.
+    assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == ["d1", "d3", "d4"]
     assert manual.log.unlearnable_count("exp", "--a") == 4  # d1, d2, d4, d5
+    assert manual.log.unlearnable_count("exp", "--b") == 2  # d2, d5
+    batch = manual.log.learn_batch("exp", [_learned_row("d2", 2), _learned_row("d3", 3)], "--b")
+    assert [item.event_id for item in batch] == ["d3"]
 
 
 def test_learned_seqs_finds_the_experiments_learned_events(manual: ManualLog) -> None:
@@ -574,9 +578,10 @@ def test_a_big_or_deleting_submit_goes_to_the_writer_thread(tmp_path: Path, big:
     assert threads == ["log-writer"]
 
 
-def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
-    """Version 2 added the unlearnable table: a version-2 log must not be opened by a server
-    that would learn the events it lists, and a version-1 log just gains the table."""
+def test_older_logs_are_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None:
+    """Version 2 added the unlearnable table, version 3 marks for every vw_args: a log must not
+    be opened by a server that would learn the events it marks, and older logs are upgraded
+    (a version-1 log gains the table)."""
     SQLiteDecisionLog(tmp_path, "NORMAL").close()
     path = str(tmp_path / "decisions.sqlite3")
     with sqlite3.connect(path) as con:
@@ -586,11 +591,15 @@ def test_a_version_1_log_is_upgraded_and_a_newer_one_refused(tmp_path: Path) -> 
     assert log.unlearnable_count("exp", "--a") == 0
     log.close()
     with sqlite3.connect(path) as con:
-        assert con.execute("SELECT value FROM meta").fetchone() == ("2",)
+        assert con.execute("SELECT value FROM meta").fetchone() == ("3",)
         indexes = {row[1] for row in con.execute("PRAGMA index_list(unlearnable)")}
         assert "unlearnable_experiment" in indexes
-        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match="schema version 3"):
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    SQLiteDecisionLog(tmp_path, "NORMAL").close()  # version 3 adds no table
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT value FROM meta").fetchone() == ("3",)
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with pytest.raises(RuntimeError, match="schema version 4"):
         SQLiteDecisionLog(tmp_path, "NORMAL")
 
 
@@ -633,8 +642,8 @@ def test_export_reads_a_log_without_changing_it(tmp_path: Path) -> None:
     assert path.read_bytes() == before
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT value FROM meta").fetchone() == ("1",)
-        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    with pytest.raises(InvalidArgument, match=r"data_dir.*schema version 3"):
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with pytest.raises(InvalidArgument, match=r"data_dir.*schema version 4"):
         list(iter_dsjson(tmp_path, "exp"))
     with sqlite3.connect(path) as con:
         con.execute("UPDATE meta SET value = 'x' WHERE key = 'schema_version'")

@@ -270,8 +270,9 @@ class ExperimentServiceServicer:
 
     def RebuildModel(self, request, context):
         """Rebuilds the model from the decision log, as a restart would, after marking the events in
-        skip_event_ids as not to be learned. Resumes a model whose learning stalled, or takes events
-        out of the model (found later to be bots or tests, say). Rank serves the current model until
+        skip_event_ids as not to be learned, under any vw_args. Gets a stalled model past the event
+        to blame (stall_reason, stalled_event_id), or takes events out of the model (found later to
+        be bots or tests, say). Rank serves the current model until
         the rebuilt one replaces it; returns once it has.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
