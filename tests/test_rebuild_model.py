@@ -340,3 +340,27 @@ def test_skipped_events_stay_out_under_other_vw_args(tmp_path: Path) -> None:
     run(tmp_path, scenario)
     lines = [json.loads(line) for line in iter_dsjson(tmp_path, "w")]
     assert {line["EventId"] for line in lines if line.get("_skipLearn")} == {"a1", "a4"}
+
+
+def test_a_model_rebuilt_without_events_has_a_version_of_its_own(tmp_path: Path) -> None:
+    """Skipping an event learned before others brings the count back to one an earlier,
+    different model had: the version must still change (and stay the same after a restart)."""
+    versions: list[str] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _create_engine_experiment(engine)
+        for i in range(5):
+            await _engine_event(engine, f"e{i}", 0.1 * i, float(i % 2))
+            await _learned(engine, i + 1)
+            versions.append(engine.get_experiment("w").model_version)
+        status = await engine.rebuild_model("w", ["e1"])
+        assert status.learned_events == 4
+        assert status.model_version not in versions
+        versions.append(status.model_version)
+
+    run(tmp_path, scenario)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        assert engine.get_experiment("w").model_version == versions[-1]
+
+    run(tmp_path, after_restart)

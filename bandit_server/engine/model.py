@@ -18,10 +18,13 @@ from bandit_server.learners.vw import VWPolicy, number_bound
 from bandit_server.storage.records import LearnItem
 
 
-def model_version(epoch: str, vw_args: str, learned_count: int) -> str:
-    """Opaque, and different for every distinct served model of an experiment."""
+def model_version(epoch: str, vw_args: str, learned_count: int, skipped: int = 0) -> str:
+    """Opaque, and different for every distinct served model of an experiment. `skipped`
+    (events skipped on request): a rebuild that skips events learned before others comes back
+    to a count an earlier, different model had."""
     args_hash = hashlib.blake2b(vw_args.encode(), digest_size=3).hexdigest()
-    return f"{epoch}-{args_hash}-{learned_count}"
+    suffix = f"-s{skipped}" if skipped else ""
+    return f"{epoch}-{args_hash}-{learned_count}{suffix}"
 
 
 class UnlearnableEvent(ValueError):
@@ -106,8 +109,10 @@ class ExperimentModel:
         policy: VWPolicy | None = None,
         learned_seq: int = 0,
         learned_count: int = 0,
+        skipped: int = 0,
     ) -> None:
         self.vw_args = vw_args
+        self.skipped = skipped  # events skipped on request when it was built (see model_version)
         self.epoch = epoch
         self.update_interval = update_interval
         self._policy = policy if policy is not None else VWPolicy(vw_args)
@@ -141,7 +146,9 @@ class ExperimentModel:
             self._publish_times = with_cost(self._publish_times, _cpu() - start)
         self.last_publish = time.monotonic()
         return Snapshot(
-            policy, model_version(self.epoch, self.vw_args, self.learned_count), self.learned_count
+            policy,
+            model_version(self.epoch, self.vw_args, self.learned_count, self.skipped),
+            self.learned_count,
         )
 
     @property
@@ -157,7 +164,7 @@ class ExperimentModel:
     def version(self) -> str:
         if self.update_interval > 0:
             return self._snapshot.version
-        return model_version(self.epoch, self.vw_args, self.learned_count)
+        return model_version(self.epoch, self.vw_args, self.learned_count, self.skipped)
 
     def predict(self, c_json: str) -> tuple[Pmf, str]:
         line = prediction_line(c_json)
@@ -171,7 +178,7 @@ class ExperimentModel:
                     "retry shortly"
                 )
             return self._policy.predict_one(line), model_version(
-                self.epoch, self.vw_args, self.learned_count
+                self.epoch, self.vw_args, self.learned_count, self.skipped
             )
 
     def learn(self, item: LearnItem) -> bool:
@@ -226,6 +233,7 @@ class ExperimentModel:
             self._policy = rebuilt._policy
             self.learned_seq = rebuilt.learned_seq
             self.learned_count = rebuilt.learned_count
+            self.skipped = rebuilt.skipped
             self.stalled = rebuilt.stalled
             self.stall_reason = rebuilt.stall_reason
             self.stalled_event_id = rebuilt.stalled_event_id

@@ -115,7 +115,8 @@ def _replay(
     seq = count = 0
     if checkpoint is not None:
         seq, count = checkpoint.learned_seq, checkpoint.learned_count
-    model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count)
+    skipped = decision_log.skipped_count(experiment)
+    model = ExperimentModel(vw_args, epoch, update_interval, policy, seq, count, skipped)
     replayed = 0
     damage = None
     items = decision_log.learn_items(experiment, vw_args, seq)

@@ -230,6 +230,17 @@ class SQLiteDecisionLog:
             )
         return found
 
+    def skipped_count(self, experiment: str) -> int:
+        """Events of the experiment skipped on request (under ANY_ARGS)."""
+        return int(
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM unlearnable WHERE experiment = ? AND vw_args = ?",
+                (experiment, ANY_ARGS),
+            )
+            .fetchone()[0]
+        )
+
     def unlearnable_count(self, experiment: str, vw_args: str) -> int:
         return int(
             self._reader()
