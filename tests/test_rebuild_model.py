@@ -13,12 +13,13 @@ import grpc
 import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
-from bandit_server.engine.engine import SKIPPED_ON_REQUEST, Engine
+from bandit_server.engine.engine import Engine
 from bandit_server.engine.recovery import CASCADE, NOT_RECORDED
 from bandit_server.errors import Unavailable
 from bandit_server.export import iter_dsjson
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+from bandit_server.storage.sqlite_schema import SKIPPED_ON_REQUEST
 from tests.server import ServerThread
 from tests.test_rebuild_off_learner import GUARD_SECONDS, Gate, _setup
 from tests.test_reward_windows import Clock, run

@@ -56,6 +56,7 @@ from bandit_server.storage.records import (
     WatermarkRow,
 )
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
+from bandit_server.storage.sqlite_schema import SKIPPED_ON_REQUEST
 from bandit_server.storage.sqlite_writer import Row
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,6 @@ MIN_WINDOW_TICK_SECONDS = 0.02
 WATERMARK_EVERY_SECONDS = 1.0
 # How many events one RebuildModel call may skip: each is looked up and marked in one go.
 MAX_SKIPPED_EVENTS = 1000
-SKIPPED_ON_REQUEST = "skipped on request (RebuildModel)"
 
 
 _Settle = tuple[
@@ -385,7 +385,7 @@ class Engine:
 
     async def rebuild_model(self, name: str, skip_event_ids: Sequence[str]) -> ExperimentStatus:
         """Rebuild the model from the log, as a restart would, after marking `skip_event_ids`
-        (learned events of the experiment) unlearnable under its vw_args."""
+        (learned events of the experiment) unlearnable, under every vw_args."""
         runtime = self._runtime(name, "name")
         check_skip_ids(skip_event_ids)
         return await self._run_to_end(self._rebuild_model(runtime, tuple(skip_event_ids)))
@@ -447,9 +447,7 @@ class Engine:
         rows = sorted((seq, event_id) for event_id, seq in seqs.items())
         try:
             self._store.discard_after(config.name, rows[0][0] - 1)
-            self.log.mark_skipped(
-                config.name, config.vw_args, rows, SKIPPED_ON_REQUEST, time.time(), CASCADE_AFTER
-            )
+            self.log.mark_skipped(config.name, rows, SKIPPED_ON_REQUEST, time.time(), CASCADE_AFTER)
         except Exception as exc:
             model.outdated = False  # nothing marked: its checkpoints are right again
             raise Unavailable(

@@ -145,11 +145,7 @@ class ExperimentModel:
         if counted:
             self._publish_times = with_cost(self._publish_times, _cpu() - start)
         self.last_publish = time.monotonic()
-        return Snapshot(
-            policy,
-            model_version(self.epoch, self.vw_args, self.learned_count, self.skipped),
-            self.learned_count,
-        )
+        return Snapshot(policy, self._live_version(), self.learned_count)
 
     @property
     def publish_seconds(self) -> float:
@@ -164,7 +160,7 @@ class ExperimentModel:
     def version(self) -> str:
         if self.update_interval > 0:
             return self._snapshot.version
-        return model_version(self.epoch, self.vw_args, self.learned_count, self.skipped)
+        return self._live_version()
 
     def predict(self, c_json: str) -> tuple[Pmf, str]:
         line = prediction_line(c_json)
@@ -177,9 +173,7 @@ class ExperimentModel:
                     "the model is being restored to before an event it could not learn from; "
                     "retry shortly"
                 )
-            return self._policy.predict_one(line), model_version(
-                self.epoch, self.vw_args, self.learned_count, self.skipped
-            )
+            return self._policy.predict_one(line), self._live_version()
 
     def learn(self, item: LearnItem) -> bool:
         """Learn one event unless this model already includes it (replay overlaps the queue).
@@ -253,8 +247,13 @@ class ExperimentModel:
             else:
                 self._set_update_interval(interval)
 
+    def _live_version(self) -> str:
+        """The training policy's version, which the snapshot's is compared with: a rebuild that
+        skips events can bring the learned count back to the snapshot's with other events."""
+        return model_version(self.epoch, self.vw_args, self.learned_count, self.skipped)
+
     def _set_update_interval(self, interval: float) -> None:
-        if interval > 0 and self._snapshot.learned_count != self.learned_count:
+        if interval > 0 and self._snapshot.version != self._live_version():
             self._snapshot = self._make_snapshot()
         self.update_interval = interval
 
@@ -262,7 +261,7 @@ class ExperimentModel:
         return (
             self.update_interval > 0
             and not self.damaged  # never publish a broken model; Rank keeps the last good one
-            and self._snapshot.learned_count != self.learned_count
+            and self._snapshot.version != self._live_version()
             and now - self.last_publish >= self.publish_spacing
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -137,7 +138,6 @@ class SQLiteDecisionLog:
     def mark_skipped(
         self,
         experiment: str,
-        vw_args: str,
         rows: Sequence[tuple[int, str]],
         reason: str,
         ts: float,
@@ -145,11 +145,11 @@ class SQLiteDecisionLog:
     ) -> None:
         """Record the learned rows `rows` (seq, event_id) as skipped on request, whatever the
         vw_args (ANY_ARGS: the operator wants them out of every model), and forget the marks,
-        under `vw_args`, of the run of up to `forget_breaks` events found to break the model
+        under any vw_args, of the run of up to `forget_breaks` events found to break the model
         right after each: a skipped event may be what left the model fragile (see
-        recovery.CASCADE), and the replay that follows marks again those that still break
-        it, one replay each."""
-        self._write_marks(experiment, ANY_ARGS, rows, reason, False, ts, (vw_args, forget_breaks))
+        recovery.CASCADE), and a replay marks again those that still break it, one replay
+        each."""
+        self._write_marks(experiment, ANY_ARGS, rows, reason, False, ts, forget_breaks)
 
     def _write_marks(
         self,
@@ -159,7 +159,7 @@ class SQLiteDecisionLog:
         reason: str,
         damaged: bool,
         ts: float,
-        forget: tuple[str, int] | None = None,
+        forget_breaks: int = 0,
     ) -> None:
         """In one transaction, on a connection of its own: the caller may be iterating
         `learn_items` on this thread's reader."""
@@ -169,8 +169,19 @@ class SQLiteDecisionLog:
         try:
             with con:
                 con.execute("BEGIN IMMEDIATE")
-                forget_args, forget_breaks = forget if forget is not None else ("", 0)
-                for seq, _ in rows if forget_breaks else ():
+                # Under every vw_args the experiment has marks for: a retrain back to earlier
+                # settings must look at them again too.
+                marked_args = [
+                    args
+                    for (args,) in con.execute(
+                        "SELECT DISTINCT vw_args FROM unlearnable"
+                        " WHERE experiment = ? AND vw_args <> ?",
+                        (experiment, ANY_ARGS),
+                    )
+                ]
+                for (seq, _), forget_args in itertools.product(
+                    rows if forget_breaks else (), marked_args
+                ):
                     following = con.execute(
                         "SELECT l.seq, EXISTS (SELECT 1 FROM unlearnable u"
                         "   WHERE u.seq = l.seq AND u.vw_args = ? AND u.damaged = 1)"

@@ -11,6 +11,7 @@ from urllib.parse import quote
 SCHEMA_VERSION = 3
 # The vw_args of a mark that holds whatever the settings: an event skipped on request.
 ANY_ARGS = "*"
+SKIPPED_ON_REQUEST = "skipped on request (RebuildModel)"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,7 +135,7 @@ def has_unlearnable_table(con: sqlite3.Connection) -> bool:
 
 
 def check_readable(con: sqlite3.Connection) -> None:
-    """Raise unless this server can read the log on `con` (versions 1 and 2)."""
+    """Raise unless this server can read the log on `con` (versions 1 to 3)."""
     row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     if row is None or row[0] not in ("1", "2", str(SCHEMA_VERSION)):
         raise RuntimeError(
@@ -150,11 +151,22 @@ def create(con: sqlite3.Connection) -> None:
         con.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-    elif int(row[0]) in (1, 2):  # the DDL above added what version 2 has; 3 adds no table
-        con.execute(
-            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-        )
-    elif int(row[0]) != SCHEMA_VERSION:
+    elif row[0] in ("1", "2"):  # the DDL above added what version 2 has; 3 adds no table
+        with con:
+            con.execute("BEGIN IMMEDIATE")
+            # Skips on request written by a version-2 server hold for its vw_args only.
+            con.execute(
+                "UPDATE OR IGNORE unlearnable SET vw_args = ? WHERE reason = ?",
+                (ANY_ARGS, SKIPPED_ON_REQUEST),
+            )
+            con.execute(
+                "DELETE FROM unlearnable WHERE reason = ? AND vw_args <> ?",
+                (SKIPPED_ON_REQUEST, ANY_ARGS),
+            )
+            con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+    elif row[0] != str(SCHEMA_VERSION):
         raise RuntimeError(
             f"decision log schema version {row[0]} is not {SCHEMA_VERSION}; "
             "this server cannot read it"

@@ -26,7 +26,11 @@ from bandit_server.storage.records import (
     RewardRow,
 )
 from bandit_server.storage.sqlite_log import WAL_RESTART_FRAMES, SQLiteDecisionLog
-from bandit_server.storage.sqlite_schema import BUSY_TIMEOUT_SECONDS
+from bandit_server.storage.sqlite_schema import (
+    ANY_ARGS,
+    BUSY_TIMEOUT_SECONDS,
+    SKIPPED_ON_REQUEST,
+)
 from bandit_server.storage.sqlite_writer import MAX_HERE_ROWS, Row
 
 # -- DirectoryModelStore ---------------------------------------------------------------------
@@ -338,10 +342,11 @@ def test_skipping_on_request_forgets_the_breaks_found_after_the_first_skipped_ro
     manual.log.mark_unlearnable("exp", "--a", 3, "d3", "broke it", True, 1.0)
     manual.log.mark_unlearnable("exp", "--a", 5, "d4", "too big", False, 1.0)
     manual.log.mark_unlearnable("exp", "--a", 6, "d5", "broke it", True, 1.0)
+    manual.log.mark_unlearnable("exp", "--b", 3, "d3", "broke it", True, 1.0)
     manual.log.mark_unlearnable("exp", "--b", 6, "d5", "broke it", True, 1.0)
-    manual.log.mark_skipped("exp", "--a", [(2, "d2"), (99, "gone")], "skipped", 2.0, 2)
+    manual.log.mark_skipped("exp", [(2, "d2"), (99, "gone")], "skipped", 2.0, 2)
     assert [item.event_id for item in manual.log.learn_items("exp", "--a")] == ["d3"]
-    # The skip holds under every vw_args; the forgetting only under those given.
+    # The skip, and the forgetting, hold under every vw_args (d3 under --b too).
     assert [item.event_id for item in manual.log.learn_items("exp", "--b")] == ["d1", "d3", "d4"]
     assert manual.log.unlearnable_count("exp", "--a") == 4  # d1, d2, d4, d5
     assert manual.log.unlearnable_count("exp", "--b") == 2  # d2, d5
@@ -595,9 +600,16 @@ def test_older_logs_are_upgraded_and_a_newer_one_refused(tmp_path: Path) -> None
         indexes = {row[1] for row in con.execute("PRAGMA index_list(unlearnable)")}
         assert "unlearnable_experiment" in indexes
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        # A version-2 server wrote skips on request under the vw_args of the time.
+        con.executemany(
+            "INSERT INTO unlearnable VALUES (?, ?, 'exp', 'e', ?, 0, 0)",
+            [(1, "--a", SKIPPED_ON_REQUEST), (1, "--b", SKIPPED_ON_REQUEST), (2, "--a", "nan")],
+        )
     SQLiteDecisionLog(tmp_path, "NORMAL").close()  # version 3 adds no table
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT value FROM meta").fetchone() == ("3",)
+        marks = con.execute("SELECT seq, vw_args FROM unlearnable ORDER BY seq").fetchall()
+        assert marks == [(1, ANY_ARGS), (2, "--a")]
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with pytest.raises(RuntimeError, match="schema version 4"):
         SQLiteDecisionLog(tmp_path, "NORMAL")
