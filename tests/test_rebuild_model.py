@@ -52,6 +52,11 @@ def _learned_ids(data_dir: Path) -> list[str]:
         return [r[0] for r in con.execute("SELECT event_id FROM learned ORDER BY seq")]
 
 
+def _checkpoints(data_dir: Path, experiment: str = "w") -> list[Path]:
+    """The experiment's checkpoint sidecars on disk."""
+    return list((data_dir / "models" / experiment).glob("*.json"))
+
+
 async def _events(engine: Engine, prefix: str, n: int, learned: int) -> None:
     """`n` ordinary events, rewarded at once; returns once `learned` were handled."""
     for i in range(n):
@@ -87,7 +92,7 @@ def test_skipped_events_leave_the_model_now_and_after_a_restart(
         )
         assert (status.learned_events, status.unlearnable_events) == (28, 2)
         assert not status.learning_stalled and status.stalled_event_id == ""
-        assert not list((data_dir / "models" / "f").glob("*.json"))  # it held them
+        assert not _checkpoints(data_dir, "f")  # it held them
         _traffic(server, 10, seed=2)  # learning goes on after the rebuild
         _status(server, 40)
         served = _served(server)
@@ -195,13 +200,13 @@ def test_skipping_drops_the_checkpoints_that_hold_the_events(tmp_path: Path) -> 
         await _checkpoint(engine)
         await _events(engine, "b", 5, learned=10)
         await _checkpoint(engine)
-        seqs = sorted(int(p.stem) for p in (tmp_path / "models" / "w").glob("*.json"))
+        seqs = sorted(int(p.stem) for p in _checkpoints(tmp_path))
         assert len(seqs) == 2
         old = engine.model("w")
         # The first checkpoint holds a4 as its last event: it must go too.
         await engine.rebuild_model("w", ["b3", "a4"])
         assert old.outdated and engine.model("w") is not old
-        assert not list((tmp_path / "models" / "w").glob("*.json"))
+        assert not _checkpoints(tmp_path)
 
     run(tmp_path, scenario)
 
@@ -263,10 +268,10 @@ def test_an_outdated_model_writes_no_checkpoint(tmp_path: Path) -> None:
         await _events(engine, "a", 3, learned=3)
         engine.model("w").outdated = True
         await _checkpoint(engine)
-        assert not list((tmp_path / "models" / "w").glob("*.json"))
+        assert not _checkpoints(tmp_path)
         engine.model("w").outdated = False
         await _checkpoint(engine)
-        assert len(list((tmp_path / "models" / "w").glob("*.json"))) == 1
+        assert len(_checkpoints(tmp_path)) == 1
 
     run(tmp_path, scenario)
 
@@ -291,7 +296,7 @@ def test_events_that_cannot_be_recorded_as_skipped_change_nothing(
         assert engine.get_experiment("w").unlearnable_events == 0
         await _events(engine, "b", 2, learned=5)
         await _checkpoint(engine)
-        assert len(list((tmp_path / "models" / "w").glob("*.json"))) == 1
+        assert len(_checkpoints(tmp_path)) == 1
 
     run(tmp_path, scenario)
 
