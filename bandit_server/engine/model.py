@@ -71,7 +71,6 @@ def _usable(pmf: Pmf) -> bool:
 class Snapshot:
     policy: VWPolicy
     version: str
-    learned_count: int
 
 
 # Publishing a snapshot holds the GIL throughout, so every call waits meanwhile: VW serializes
@@ -145,7 +144,7 @@ class ExperimentModel:
         if counted:
             self._publish_times = with_cost(self._publish_times, _cpu() - start)
         self.last_publish = time.monotonic()
-        return Snapshot(policy, self._live_version(), self.learned_count)
+        return Snapshot(policy, self._live_version())
 
     @property
     def publish_seconds(self) -> float:

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -24,6 +25,7 @@ from bandit_server.storage.sqlite_schema import ANY_ARGS
 from bandit_server.storage.sqlite_writer import Done, GroupCommitWriter, Row
 
 LOG_FILE = "decisions.sqlite3"
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +50,17 @@ def _decision(row: sqlite3.Row | tuple[object, ...]) -> DecisionRow:
         probabilities=tuple(json.loads(str(row[10]))),
         model_version=str(row[11]),
     )
+
+
+# Values bound per `IN (...)` query: SQLite's default bound-parameter limit is 999.
+_IN_CHUNK = 500
+
+
+def _in_chunks(values: Sequence[T]) -> Iterator[tuple[Sequence[T], str]]:
+    """`values` in slices that one `IN (...)` query can take, each with its placeholders."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 # See checkpoint_wal: ~16 MB of 4 KB pages, about 2 s of Ranks at 700 a second.
@@ -171,17 +184,19 @@ class SQLiteDecisionLog:
                 con.execute("BEGIN IMMEDIATE")
                 # Under every vw_args the experiment has marks for: a retrain back to earlier
                 # settings must look at them again too.
-                marked_args = [
-                    args
-                    for (args,) in con.execute(
-                        "SELECT DISTINCT vw_args FROM unlearnable"
-                        " WHERE experiment = ? AND vw_args <> ?",
-                        (experiment, ANY_ARGS),
-                    )
-                ]
-                for (seq, _), forget_args in itertools.product(
-                    rows if forget_breaks else (), marked_args
-                ):
+                marked_args = (
+                    [
+                        args
+                        for (args,) in con.execute(
+                            "SELECT DISTINCT vw_args FROM unlearnable"
+                            " WHERE experiment = ? AND vw_args <> ?",
+                            (experiment, ANY_ARGS),
+                        )
+                    ]
+                    if forget_breaks
+                    else []
+                )
+                for (seq, _), forget_args in itertools.product(rows, marked_args):
                     following = con.execute(
                         "SELECT l.seq, EXISTS (SELECT 1 FROM unlearnable u"
                         "   WHERE u.seq = l.seq AND u.vw_args = ? AND u.damaged = 1)"
@@ -230,12 +245,11 @@ class SQLiteDecisionLog:
     def learned_seqs(self, experiment: str, event_ids: Sequence[str]) -> dict[str, int]:
         """The learned-log seq of each of `event_ids` that the experiment has learned rows for."""
         found: dict[str, int] = {}
-        for start in range(0, len(event_ids), 500):  # SQLite's bound-parameter limit is 999
-            chunk = event_ids[start : start + 500]
+        for chunk, marks in _in_chunks(event_ids):
             found.update(
                 self._reader().execute(
-                    "SELECT event_id, seq FROM learned WHERE experiment = ?"
-                    f" AND event_id IN ({','.join('?' * len(chunk))})",
+                    "SELECT event_id, seq FROM learned"
+                    f" WHERE experiment = ? AND event_id IN ({marks})",
                     (experiment, *chunk),
                 )
             )
@@ -288,11 +302,8 @@ class SQLiteDecisionLog:
         _, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames >= WAL_RESTART_FRAMES and copied == frames:
             # Short: FULL holds the write lock while it waits for readers mid-query.
-            con.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
-            try:
+            with sqlite_schema.waiting_at_most(con, RESTART_WAIT_MS):
                 busy, _, _ = con.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
-            finally:
-                con.execute(sqlite_schema.WAIT_FOR_LOCK)
             if busy:
                 log.info("wal_restart_deferred", frames=frames)  # retried on the next call
         return int(frames)
@@ -416,9 +427,7 @@ class SQLiteDecisionLog:
         unlearnable under `vw_args`; a query or two per 500 rows."""
         found: dict[str, tuple[str, str, str]] = {}
         marked: set[int] = set()
-        for start in range(0, len(rows), 500):  # SQLite's default bound-parameter limit is 999
-            chunk = rows[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(rows):
             query = self._reader().execute(
                 "SELECT event_id, c_json, ranking, probabilities FROM decisions"
                 f" WHERE experiment = ? AND event_id IN ({marks})",

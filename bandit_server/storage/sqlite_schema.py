@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from urllib.parse import quote
 
 # 2: the unlearnable table; a version-1 server would learn the events it lists.
@@ -88,8 +90,17 @@ CREATE TABLE IF NOT EXISTS watermarks (experiment TEXT PRIMARY KEY, closed_until
 WAL_SIZE_LIMIT_BYTES = 32 << 20
 # How long a connection waits for another one's write lock before failing with "locked".
 BUSY_TIMEOUT_SECONDS = 30.0
-# Puts that wait back after a statement that had to wait less.
-WAIT_FOR_LOCK = f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}"
+
+
+@contextlib.contextmanager
+def waiting_at_most(con: sqlite3.Connection, milliseconds: int) -> Iterator[None]:
+    """Within the block, `con` waits at most this long for another connection's lock (0: not
+    at all), then the usual BUSY_TIMEOUT_SECONDS again."""
+    con.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    try:
+        yield
+    finally:
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:

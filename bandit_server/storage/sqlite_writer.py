@@ -25,7 +25,7 @@ from bandit_server.storage.records import (
     RewardRow,
     WatermarkRow,
 )
-from bandit_server.storage.sqlite_schema import WAIT_FOR_LOCK
+from bandit_server.storage.sqlite_schema import waiting_at_most
 
 log = structlog.get_logger(__name__)
 
@@ -328,11 +328,8 @@ class GroupCommitWriter:
             if wait_for_lock:
                 committed = self._transaction(batch)
             else:
-                self._con.execute("PRAGMA busy_timeout = 0")
-                try:
+                with waiting_at_most(self._con, 0):
                     committed = self._transaction(batch)
-                finally:
-                    self._con.execute(WAIT_FOR_LOCK)
                 if not committed and _is_busy(self.last_error):
                     return False  # rolled back: nothing was written
             error = None if committed else _failure(job, self.last_error)
