@@ -134,6 +134,29 @@ def test_a_rank_with_more_actions_than_max_actions_is_refused_before_any_work(
         server.stop()
 
 
+def test_an_explorer_whose_cost_explodes_with_actions_caps_them(server: ServerThread) -> None:
+    """--graph_feedback took ~12 s to rank 100 actions, holding up every call meanwhile: its
+    experiments take at most 10 candidates (after exclusions), and say why."""
+    _create(server, vw_args="--cb_explore_adf --graph_feedback")
+    eleven = [pb.Action(id=f"g{i}", features=namespaces_pb({"A": {"k": i}})) for i in range(11)]
+    code, details = _code_and_details(
+        lambda: server.bandit.Rank(pb.RankRequest(experiment="exp", actions=eleven))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == (
+        "actions: 11 candidate actions, more than 10, the most this experiment's "
+        "--graph_feedback allows (its cost grows far faster than the actions)"
+    )
+    assert _decision_count(server) == 0
+    response = server.bandit.Rank(
+        pb.RankRequest(experiment="exp", actions=eleven, excluded_action_ids=["g3"])
+    )
+    assert len(response.ranking) == 10
+    _create(server, name="plain", vw_args="--cb_explore_adf --squarecb")
+    plain = server.bandit.Rank(pb.RankRequest(experiment="plain", actions=eleven))
+    assert len(plain.ranking) == 11
+
+
 def test_unknown_experiment_and_event_are_not_found(server: ServerThread) -> None:
     """Rank on an unknown experiment and Reward/Activate for an unknown event are NOT_FOUND."""
     _create(server)

@@ -43,7 +43,12 @@ from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.rebuild import Abandoned
 from bandit_server.engine.recovery import CASCADE_AFTER, open_events, restore_model
 from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
-from bandit_server.learners.vw import interaction_order, number_bound, validate_args
+from bandit_server.learners.vw import (
+    action_limit,
+    interaction_order,
+    number_bound,
+    validate_args,
+)
 from bandit_server.storage.models import DirectoryModelStore
 from bandit_server.storage.records import (
     ActivationRow,
@@ -581,6 +586,14 @@ class Engine:
             check_interacted_numbers(request, bound, interaction_order(vw_args))
         event_id = request.event_id or uuid.uuid4().hex
         candidates = request.candidates()
+        limited = action_limit(vw_args)
+        if limited is not None and len(candidates) > limited[1]:
+            option, limit = limited
+            raise InvalidArgument(
+                "actions",
+                f"{len(candidates)} candidate actions, more than {limit}, the most this "
+                f"experiment's {option} allows (its cost grows far faster than the actions)",
+            )
         c_json = context_json(request.context, candidates)
         pmf, version = runtime.model.predict(c_json)
         ranking, probabilities = sampling.draw(
