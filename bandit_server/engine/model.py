@@ -45,9 +45,8 @@ def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str
     # Cheap first: JSON writes such a number with an exponent or with that many digits (ASCII
     # ones); a string feature can also match, so the parse below decides. Mapping the digits
     # to one and searching for a run is ~8x faster than a regex (it runs for every event).
-    if "e+" not in c_json and b"0" * digits not in c_json.encode(errors="surrogatepass").translate(
-        _DIGITS_TO_ZERO
-    ):
+    digit_runs = c_json.encode(errors="surrogatepass").translate(_DIGITS_TO_ZERO)
+    if "e+" not in c_json and b"0" * digits not in digit_runs:
         return
     document = json.loads(c_json)
     objects = [document, *document.get("_multi", ())]
