@@ -580,7 +580,10 @@ class Engine:
 
     async def rank(self, request: RankInput) -> RankResult:
         runtime = self._runtime(request.experiment)
-        vw_args = runtime.config.vw_args
+        # The checks hold for the model that predicts: a retrain swaps in its model before its
+        # config, so the config's vw_args may not be that model's yet.
+        model = runtime.model
+        vw_args = model.vw_args
         bound = number_bound(vw_args)
         if bound < MAX_NUMBER:  # the model interacts namespaces: products must stay in range
             check_interacted_numbers(request, bound, interaction_order(vw_args))
@@ -595,7 +598,7 @@ class Engine:
                 f"experiment's {option} allows (its cost grows far faster than the actions)",
             )
         c_json = context_json(request.context, candidates)
-        pmf, version = runtime.model.predict(c_json)
+        pmf, version = model.predict(c_json)
         ranking, probabilities = sampling.draw(
             pmf, sampling.event_uniform(request.experiment, event_id)
         )

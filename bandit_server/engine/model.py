@@ -43,8 +43,8 @@ def check_learned_numbers(event_id: str, c_json: str, bound: float, vw_args: str
     """Raise UnlearnableEvent if the example holds a number past `bound` in magnitude."""
     digits = len(str(int(bound)))
     # Cheap first: JSON writes such a number with an exponent or with that many digits (ASCII
-    # ones); a string feature can also match, so the parse below decides. Mapping the digits
-    # to one and searching for a run is ~8x faster than a regex (it runs for every event).
+    # ones); a string feature can also match, so the parse below decides. Mapping every digit
+    # to 0 and searching for a run of zeros is ~8x faster than a regex (it runs every event).
     digit_runs = c_json.encode(errors="surrogatepass").translate(_DIGITS_TO_ZERO)
     if "e+" not in c_json and b"0" * digits not in digit_runs:
         return

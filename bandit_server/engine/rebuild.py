@@ -19,9 +19,9 @@ class Abandoned(Exception):
 
 class Pacer:
     """Rests a thread that holds the GIL for long (VW holds it while learning) for `rest`
-    seconds after each `work` seconds, so the event loop, the log writer and the learner get
-    it without waiting out the interpreter's switch interval each time they want it back.
-    Raises Abandoned once any of `abandoned` is set."""
+    seconds after each `work` seconds, so the other threads get it without waiting out the
+    interpreter's switch interval each time they want it back. Raises Abandoned once any of
+    `abandoned` is set."""
 
     def __init__(
         self,
@@ -33,6 +33,10 @@ class Pacer:
         self._rest = rest
         self.abandoned = abandoned
         self._until = time.monotonic() + work
+
+    def restart(self) -> None:
+        """Count `work` from now (time spent idle is not work)."""
+        self._until = time.monotonic() + self._work
 
     def __call__(self) -> None:
         if any(event.is_set() for event in self.abandoned):

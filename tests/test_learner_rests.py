@@ -1,0 +1,60 @@
+"""The learner rests between slices of learning, so a Rank gets the GIL (VW holds it while it
+learns) without waiting out the switch interval, but only while nothing waits on the learner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bandit_server.core.experiment import ExperimentConfig
+from bandit_server.engine import learner as learner_module
+from bandit_server.engine.engine import Engine
+from tests.test_rebuild_off_learner import OTHER_ARGS, _event, _handled
+from tests.test_reward_windows import Clock, run
+
+
+class CountingPacer:
+    def __init__(self) -> None:
+        self.rests = 0
+        self.restarts = 0
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+    def __call__(self) -> None:
+        self.rests += 1
+
+
+def _rests(tmp_path: Path, interval: float) -> CountingPacer:
+    pacer = CountingPacer()
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        engine.learner._pace = pacer  # type: ignore[assignment]
+        config = ExperimentConfig(
+            "e", OTHER_ARGS, 10.0, 0.0, model_update_interval_seconds=interval
+        )
+        await engine.create_experiment(config)
+        for i in range(3):
+            await _event(engine, "e", f"n{i}", 0.1 * i, 1.0)  # learned at once (earliest)
+        await _handled(engine, "e", 3)
+
+    run(tmp_path, scenario)
+    return pacer
+
+
+def test_with_snapshots_the_learner_rests_after_each_slice(tmp_path: Path) -> None:
+    pacer = _rests(tmp_path, interval=0.05)
+    assert pacer.rests == 3
+    assert pacer.restarts >= 1  # idle time before a batch is not counted as work
+
+
+def test_at_interval_0_it_never_rests(tmp_path: Path) -> None:
+    """Each Reward there waits until its event is learned."""
+    assert _rests(tmp_path, interval=0.0).rests == 0
+
+
+def test_with_a_backlog_it_never_rests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resting slows the learner by about a third: not while rows queue up behind it."""
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 0)  # any queue counts as a backlog
+    assert _rests(tmp_path, interval=0.05).rests == 0
