@@ -41,7 +41,13 @@ from bandit_server.core.types import (
 from bandit_server.engine.learner import Learner
 from bandit_server.engine.model import ExperimentModel
 from bandit_server.engine.rebuild import Abandoned
-from bandit_server.engine.recovery import CASCADE_AFTER, open_events, restore_model
+from bandit_server.engine.recovery import (
+    CASCADE_AFTER,
+    event_from_log,
+    open_events,
+    restore_model,
+    touched_events,
+)
 from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
 from bandit_server.learners.vw import (
     action_limit,
@@ -67,6 +73,14 @@ from bandit_server.storage.sqlite_writer import Row
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# Reward windows may last 30 days, and an open window held in memory costs ~310 bytes: a week
+# at 1,000 Ranks a second would take ~190 GB, and a restart would load them all again. So only
+# windows closing within this horizon are held in memory, and those that had a reward or an
+# activation; the others stay in the log until their end nears (a read brings one in when an
+# input arrives for it).
+HORIZON_SECONDS = 900.0
+# How often the windows entering the horizon are read from the log.
+LOAD_EVERY_SECONDS = 5.0
 WINDOW_TICK_SECONDS = 0.25
 # Windows are closed in batches at most this often: under load a deadline passes every few
 # microseconds, and waking per deadline cost Rank throughput (a default reward learned 20 ms
@@ -106,6 +120,9 @@ class _Runtime:
     # Ranked events whose decision is committing: opened in `open` only once it settles.
     committing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     closed_until: float = float("-inf")
+    # Every unlearned window closing by then is in `open` (or committing); later ones stay in
+    # the log until then, unless an input brought them in (see HORIZON_SECONDS).
+    loaded_until: float = math.inf
     # One update at a time: each compares with and replaces the settings.
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set on delete: a retrain still running stops, so the rebuild thread is free again.
@@ -208,7 +225,9 @@ class Engine:
         model = self._restore_model(config, row.epoch)
         runtime = _Runtime(config, row.epoch, model)
         runtime.closed_until = self.log.closed_until(config.name)
-        for event in open_events(self.log, config.name):
+        runtime.loaded_until = self._clock() + HORIZON_SECONDS
+        loaded = open_events(self.log, config.name, runtime.closed_until, runtime.loaded_until)
+        for event in (*loaded, *touched_events(self.log, config.name, runtime.loaded_until)):
             runtime.open[event.event_id] = event
         self._set_model(config.name, model)
         return runtime
@@ -296,7 +315,7 @@ class Engine:
         model = ExperimentModel(
             config.vw_args, epoch, config.model_update_interval_seconds, learned_seq=floor
         )
-        runtime = _Runtime(config, epoch, model)
+        runtime = _Runtime(config, epoch, model, loaded_until=now + HORIZON_SECONDS)
         self._runtimes[config.name] = runtime
         self._set_model(config.name, model)
         log.info("experiment_created", experiment=config.name, vw_args=config.vw_args)
@@ -641,7 +660,10 @@ class Engine:
 
         def register() -> None:
             settled()
-            if self._runtimes.get(request.experiment) is runtime:  # not deleted meanwhile
+            # Not if deleted meanwhile; a window closing past the horizon waits in the log.
+            if self._runtimes.get(request.experiment) is runtime and (
+                deadline <= runtime.loaded_until
+            ):
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
 
@@ -705,11 +727,11 @@ class Engine:
             if self._runtimes.get(experiment) is not runtime:
                 raise Unavailable(f"experiment {experiment!r} changed while this call waited")
         now = self._clock()
-        event = runtime.open.get(event_id)
+        event = runtime.open.get(event_id) or self._bring_in(runtime, event_id, now)
         cost: float | None = None
         before = None
         if event is None:
-            late = self._known_event_is_late(experiment, event_id, now)
+            late = True
         else:
             before = joiner.snapshot(event)
             late, cost = transition(event, now)
@@ -735,11 +757,19 @@ class Engine:
             await self.learner.wait_learned(experiment, runtime.model, learned[-1].seq)
         return late
 
-    def _known_event_is_late(self, experiment: str, event_id: str, now: float) -> bool:
+    def _bring_in(self, runtime: _Runtime, event_id: str, now: float) -> OpenEvent | None:
+        """The window of an event not held in memory, from the log, now held (a window past
+        the horizon that gets its first input); None when it has closed (the input is late)."""
+        experiment = runtime.config.name
         row = self.log.decision(experiment, event_id)
         if row is None:
             raise NotFound(f"event {event_id!r} is not a decision of experiment {experiment!r}")
-        return now > row.deadline
+        if now > row.deadline:
+            return None
+        event = event_from_log(self.log, row)
+        runtime.open[event_id] = event
+        heapq.heappush(self._deadlines, (event.deadline, experiment, event_id))
+        return event
 
     # -- reward windows --------------------------------------------------------------------
 
@@ -747,6 +777,7 @@ class Engine:
         last_watermark = 0.0
         while True:
             try:
+                await self.load_due_windows()
                 await self.close_due_windows()
                 if time.monotonic() - last_watermark >= WATERMARK_EVERY_SECONDS:
                     last_watermark = time.monotonic()
@@ -759,6 +790,31 @@ class Engine:
                 due_in = self._deadlines[0][0] - self._clock()
                 delay = min(delay, max(MIN_WINDOW_TICK_SECONDS, due_in))
             await asyncio.sleep(delay)
+
+    async def load_due_windows(self) -> None:
+        """Bring in from the log the windows entering the horizon (see HORIZON_SECONDS)."""
+        for name, runtime in list(self._runtimes.items()):
+            after, up_to = runtime.loaded_until, self._clock() + HORIZON_SECONDS
+            if after > up_to - LOAD_EVERY_SECONDS:
+                continue
+            # Ranks registering from now on hold such windows themselves; those committed
+            # before are in the log for the read.
+            runtime.loaded_until = up_to
+            try:
+                events = await asyncio.to_thread(open_events, self.log, name, after, up_to)
+            except Exception:
+                # Tried again next tick; closed_until stays below `after` meanwhile (see
+                # _save_watermarks), so a restart reopens what this read did not bring in.
+                runtime.loaded_until = min(runtime.loaded_until, after)
+                log.exception("window_load_failed", experiment=name)
+                continue
+            if self._runtimes.get(name) is not runtime:
+                continue
+            for event in events:
+                if event.event_id in runtime.open or event.event_id in runtime.committing:
+                    continue  # an input brought it in meanwhile, or Rank is registering it
+                runtime.open[event.event_id] = event
+                heapq.heappush(self._deadlines, (event.deadline, name, event.event_id))
 
     async def close_due_windows(self) -> int:
         """Close every window whose deadline has passed; learn what the aggregation says."""
@@ -812,7 +868,8 @@ class Engine:
         )
         cap = math.nextafter(earliest, -math.inf)
         rows: list[Row] = [
-            WatermarkRow(name, min(runtime.closed_until, cap))
+            # Nor past the windows still in the log only (their read may have failed).
+            WatermarkRow(name, min(runtime.closed_until, cap, runtime.loaded_until))
             for name, runtime in self._runtimes.items()
             if runtime.closed_until > float("-inf")
         ]

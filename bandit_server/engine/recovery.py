@@ -15,7 +15,7 @@ from bandit_server.engine.model import ExperimentModel, UnlearnableEvent
 from bandit_server.errors import describe
 from bandit_server.learners.vw import VWPolicy, resumable
 from bandit_server.storage.models import Checkpoint, ModelStore
-from bandit_server.storage.records import LearnItem
+from bandit_server.storage.records import DecisionRow, LearnItem
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
 
 log = structlog.get_logger(__name__)
@@ -197,20 +197,59 @@ def mark_unlearnable(
     )
 
 
-def open_events(decision_log: SQLiteDecisionLog, experiment: str) -> list[OpenEvent]:
-    """Events whose window was not closed when the server stopped, with their in-window inputs."""
-    closed_until = decision_log.closed_until(experiment)
+def open_events(
+    decision_log: SQLiteDecisionLog, experiment: str, after: float, up_to: float
+) -> list[OpenEvent]:
+    """Unlearned events whose window closes in (`after`, `up_to`], with their in-window inputs:
+    the windows a restart reopens, or the next ones to keep in memory (see Engine)."""
     events = {
         row.event_id: OpenEvent(row.event_id, row.deadline, row.deferred)
-        for row in decision_log.open_decisions(experiment, closed_until)
+        for row in decision_log.open_decisions(experiment, after, up_to)
     }
-    rewards, activated = decision_log.open_inputs(experiment, closed_until)
+    _apply_inputs(events, *decision_log.open_inputs(experiment, after, up_to))
+    return list(events.values())
+
+
+def touched_events(
+    decision_log: SQLiteDecisionLog, experiment: str, after: float
+) -> list[OpenEvent]:
+    """Unlearned events whose window closes after `after` that already had a reward or an
+    activation in it, with those inputs (a window held in memory once it had one)."""
+    rewards, activated = decision_log.open_inputs(experiment, after)
+    events = {}
+    for event_id in sorted({*activated, *(event_id for event_id, _ in rewards)}):
+        row = decision_log.decision(experiment, event_id)
+        if row is not None:
+            events[event_id] = OpenEvent(row.event_id, row.deadline, row.deferred)
+    _apply_inputs(events, rewards, activated)
+    return list(events.values())
+
+
+def event_from_log(decision_log: SQLiteDecisionLog, row: DecisionRow) -> OpenEvent:
+    """One event's window as the log has it (a window not held in memory)."""
+    event = OpenEvent(row.event_id, row.deadline, row.deferred)
+    rewards = decision_log.rewards(row.experiment, row.event_id)
+    activations = decision_log.activations(row.experiment, row.event_id)
+    _apply_inputs(
+        {row.event_id: event},
+        [(r.event_id, r.value) for r in rewards if not r.late],
+        {a.event_id for a in activations if not a.late},
+    )
+    event.learned = decision_log.is_learned(row.experiment, row.event_id)
+    return event
+
+
+def _apply_inputs(
+    events: dict[str, OpenEvent], rewards: list[tuple[str, float]], activated: set[str]
+) -> None:
     for event_id in activated:
-        events[event_id].activated = True
+        if event_id in events:
+            events[event_id].activated = True
     for event_id, value in rewards:
-        event = events[event_id]
+        event = events.get(event_id)
+        if event is None:
+            continue
         if event.first_reward is None:
             event.first_reward = value
         event.reward_sum += value
         event.reward_count += 1
-    return list(events.values())
