@@ -46,7 +46,6 @@ from bandit_server.engine.recovery import (
     event_from_log,
     open_events,
     restore_model,
-    touched_events,
 )
 from bandit_server.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, describe
 from bandit_server.learners.vw import (
@@ -73,11 +72,11 @@ from bandit_server.storage.sqlite_writer import Row
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-# Reward windows may last 30 days, and an open window held in memory costs ~310 bytes: a week
-# at 1,000 Ranks a second would take ~190 GB, and a restart would load them all again. So only
-# windows closing within this horizon are held in memory, and those that had a reward or an
-# activation; the others stay in the log until their end nears (a read brings one in when an
-# input arrives for it).
+# Reward windows may last 30 days, and an open window held in memory costs ~370 bytes: a week
+# at 1,000 Ranks a second would take ~220 GB, and a restart would load them all again. So only
+# windows closing within this horizon are held in memory; the others stay in the log until
+# their end nears. An input for one reads its window from the log, holds it while the input
+# commits, and gives it back.
 HORIZON_SECONDS = 900.0
 # How often the windows entering the horizon are read from the log.
 LOAD_EVERY_SECONDS = 5.0
@@ -123,6 +122,7 @@ class _Runtime:
     # Every unlearned window closing by then is in `open` (or committing); later ones stay in
     # the log until then, unless an input brought them in (see HORIZON_SECONDS).
     loaded_until: float = math.inf
+    load_failing: bool = False
     # One update at a time: each compares with and replaces the settings.
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set on delete: a retrain still running stops, so the rebuild thread is free again.
@@ -226,8 +226,7 @@ class Engine:
         runtime = _Runtime(config, row.epoch, model)
         runtime.closed_until = self.log.closed_until(config.name)
         runtime.loaded_until = self._clock() + HORIZON_SECONDS
-        loaded = open_events(self.log, config.name, runtime.closed_until, runtime.loaded_until)
-        for event in (*loaded, *touched_events(self.log, config.name, runtime.loaded_until)):
+        for event in open_events(self.log, config.name, runtime.closed_until, runtime.loaded_until):
             runtime.open[event.event_id] = event
         self._set_model(config.name, model)
         return runtime
@@ -660,9 +659,12 @@ class Engine:
 
         def register() -> None:
             settled()
-            # Not if deleted meanwhile; a window closing past the horizon waits in the log.
-            if self._runtimes.get(request.experiment) is runtime and (
-                deadline <= runtime.loaded_until
+            # Not if deleted meanwhile, nor if the loader read it in already; a window closing
+            # past the horizon waits in the log (see HORIZON_SECONDS).
+            if (
+                self._runtimes.get(request.experiment) is runtime
+                and event_id not in runtime.open
+                and (deadline - now <= HORIZON_SECONDS or deadline <= runtime.loaded_until)
             ):
                 runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
                 heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
@@ -727,7 +729,10 @@ class Engine:
             if self._runtimes.get(experiment) is not runtime:
                 raise Unavailable(f"experiment {experiment!r} changed while this call waited")
         now = self._clock()
-        event = runtime.open.get(event_id) or self._bring_in(runtime, event_id, now)
+        event = runtime.open.get(event_id)
+        brought_in = event is None
+        if event is None:
+            event = self._bring_in(runtime, event_id, now)
         cost: float | None = None
         before = None
         if event is None:
@@ -743,6 +748,8 @@ class Engine:
         self._busy[key] = settled
 
         def release() -> None:
+            if brought_in and event is not None:
+                self._hold_or_return(runtime, event)
             if self._busy.get(key) is settled:
                 del self._busy[key]
             settled.set_result(None)
@@ -758,8 +765,10 @@ class Engine:
         return late
 
     def _bring_in(self, runtime: _Runtime, event_id: str, now: float) -> OpenEvent | None:
-        """The window of an event not held in memory, from the log, now held (a window past
-        the horizon that gets its first input); None when it has closed (the input is late)."""
+        """The window of an event not held in memory, from the log (a window past the horizon,
+        or one a restart did not reopen because it was learned); None when it has closed (the
+        input is late). It is held while the input commits, so the loader cannot read it in
+        without that input; then _hold_or_return decides."""
         experiment = runtime.config.name
         row = self.log.decision(experiment, event_id)
         if row is None:
@@ -768,8 +777,19 @@ class Engine:
             return None
         event = event_from_log(self.log, row)
         runtime.open[event_id] = event
-        heapq.heappush(self._deadlines, (event.deadline, experiment, event_id))
         return event
+
+    def _hold_or_return(self, runtime: _Runtime, event: OpenEvent) -> None:
+        """After an input to a window brought in from the log has settled: hold it if it now
+        closes within what is held, or give it back to the log, which has the input."""
+        if self._runtimes.get(runtime.config.name) is not runtime:
+            return
+        if runtime.open.get(event.event_id) is not event:
+            return
+        if event.deadline > runtime.loaded_until:
+            del runtime.open[event.event_id]
+        else:
+            heapq.heappush(self._deadlines, (event.deadline, runtime.config.name, event.event_id))
 
     # -- reward windows --------------------------------------------------------------------
 
@@ -806,13 +826,16 @@ class Engine:
                 # Tried again next tick; closed_until stays below `after` meanwhile (see
                 # _save_watermarks), so a restart reopens what this read did not bring in.
                 runtime.loaded_until = min(runtime.loaded_until, after)
-                log.exception("window_load_failed", experiment=name)
+                if not runtime.load_failing:  # once, not every tick while it keeps failing
+                    log.exception("window_load_failed", experiment=name)
+                runtime.load_failing = True
                 continue
+            runtime.load_failing = False
             if self._runtimes.get(name) is not runtime:
                 continue
             for event in events:
-                if event.event_id in runtime.open or event.event_id in runtime.committing:
-                    continue  # an input brought it in meanwhile, or Rank is registering it
+                if event.event_id in runtime.open:
+                    continue  # Rank registered it, or an input holds it, meanwhile
                 runtime.open[event.event_id] = event
                 heapq.heappush(self._deadlines, (event.deadline, name, event.event_id))
 
@@ -841,6 +864,13 @@ class Engine:
         for entry in busy:
             heapq.heappush(self._deadlines, entry)
         if rows:
+            # An input for these waits for this commit (see _record_outcome), so that one that
+            # brings its window back from the log finds it learned.
+            assert self._loop is not None
+            committing: asyncio.Future[None] = self._loop.create_future()
+            keys = [(runtime.config.name, event.event_id) for runtime, event, _ in closed]
+            for key in keys:
+                self._busy[key] = committing
             try:
                 await self._commit(rows)
             except Unavailable:
@@ -852,6 +882,11 @@ class Engine:
                             self._deadlines, (event.deadline, runtime.config.name, event.event_id)
                         )
                 raise
+            finally:
+                for key in keys:
+                    if self._busy.get(key) is committing:
+                        del self._busy[key]
+                committing.set_result(None)
         for runtime, event, _ in closed:
             runtime.closed_until = max(runtime.closed_until, event.deadline)
         return len(closed)

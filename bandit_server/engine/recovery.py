@@ -210,21 +210,6 @@ def open_events(
     return list(events.values())
 
 
-def touched_events(
-    decision_log: SQLiteDecisionLog, experiment: str, after: float
-) -> list[OpenEvent]:
-    """Unlearned events whose window closes after `after` that already had a reward or an
-    activation in it, with those inputs (a window held in memory once it had one)."""
-    rewards, activated = decision_log.open_inputs(experiment, after)
-    events = {}
-    for event_id in sorted({*activated, *(event_id for event_id, _ in rewards)}):
-        row = decision_log.decision(experiment, event_id)
-        if row is not None:
-            events[event_id] = OpenEvent(row.event_id, row.deadline, row.deferred)
-    _apply_inputs(events, rewards, activated)
-    return list(events.values())
-
-
 def event_from_log(decision_log: SQLiteDecisionLog, row: DecisionRow) -> OpenEvent:
     """One event's window as the log has it (a window not held in memory)."""
     event = OpenEvent(row.event_id, row.deadline, row.deferred)
