@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine import engine as engine_module
 from bandit_server.engine.engine import HORIZON_SECONDS, Engine
+from bandit_server.errors import InvalidArgument
 from tests.test_reward_windows import Clock, costs, rank, run
 
 WEEK = 7 * 24 * 3600.0
@@ -25,6 +27,25 @@ def week_config(aggregation: Aggregation, default_reward: float = 0.25) -> Exper
 
 def held(engine: Engine) -> set[str]:
     return set(engine._runtimes["w"].open)
+
+
+def slow_commits(engine: Engine) -> Callable[[], None]:
+    """Commits take 50 ms (a busy writer thread), until the returned function is called."""
+    real = engine._commit
+
+    def slow_commit(rows: list[object], *args: object, **kwargs: object) -> object:
+        async def later() -> object:
+            await asyncio.sleep(0.05)
+            return await real(rows, *args, **kwargs)  # type: ignore[arg-type]
+
+        return asyncio.ensure_future(later())
+
+    engine._commit = slow_commit  # type: ignore[method-assign,assignment]
+
+    def restore() -> None:
+        engine._commit = real  # type: ignore[method-assign]
+
+    return restore
 
 
 async def close_all(engine: Engine) -> None:
@@ -155,21 +176,12 @@ def test_a_window_read_in_while_its_rank_is_retried_is_held(tmp_path: Path) -> N
         await rank(engine, "e1")
         deadline = clock.now + WEEK
         clock.now = deadline - HORIZON_SECONDS + 1  # its end enters the horizon
-        real = engine._commit
-
-        def slow_commit(rows: list[object], *args: object, **kwargs: object) -> object:
-            async def later() -> object:
-                await asyncio.sleep(0.05)  # a busy writer thread
-                return await real(rows, *args, **kwargs)  # type: ignore[arg-type]
-
-            return asyncio.ensure_future(later())
-
-        engine._commit = slow_commit  # type: ignore[method-assign,assignment]
+        restore = slow_commits(engine)
         retried = asyncio.ensure_future(rank(engine, "e1"))  # a client retries the Rank
         await asyncio.sleep(0)
         await engine.load_due_windows()
         await retried
-        engine._commit = real  # type: ignore[method-assign]
+        restore()
         assert held(engine) == {"e1"}
         clock.now = deadline + 1
         await close_all(engine)
@@ -190,8 +202,10 @@ def test_an_input_racing_the_close_of_its_window_does_not_learn_it_twice(tmp_pat
         await engine.reward("w", "e1", 0.75)
         clock.now = deadline  # the close and the input read the same instant
         await engine.load_due_windows()
+        restore = slow_commits(engine)
         closing = asyncio.ensure_future(engine.close_due_windows())
         await asyncio.sleep(0)  # the close's commit is in flight
+        restore()
         assert await engine.reward("w", "e1", 1.0) is False
         await closing
         clock.now += 1
@@ -223,3 +237,85 @@ def test_short_windows_do_not_wait_for_a_failing_read(
         assert costs(engine) == {"e1": -0.25}
 
     run(tmp_path, scenario)
+
+
+def test_a_window_the_loader_reaches_while_its_input_commits_is_held_and_closed(
+    tmp_path: Path,
+) -> None:
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(week_config(Aggregation.SUM))
+        await rank(engine, "e1")
+        deadline = clock.now + WEEK
+        clock.now = deadline - HORIZON_SECONDS - 100
+        await engine.load_due_windows()
+        assert held(engine) == set()
+        restore = slow_commits(engine)
+        rewarded = asyncio.ensure_future(engine.reward("w", "e1", 0.5))
+        await asyncio.sleep(0)
+        clock.now += 200  # its end enters the horizon while the reward commits
+        await engine.load_due_windows()  # skips it: the reward holds it
+        await rewarded
+        restore()
+        assert held(engine) == {"e1"}
+        clock.now = deadline + 1
+        await close_all(engine)
+        assert costs(engine) == {"e1": -0.5}
+
+    run(tmp_path, scenario)
+
+
+def test_a_refused_input_gives_the_window_back(tmp_path: Path) -> None:
+    """A sum past the limit is refused; the window read in for it must not stay held without
+    ever closing (found by review: it stayed, and a restart lost it)."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(week_config(Aggregation.SUM))
+        await rank(engine, "e1")
+        await engine.reward("w", "e1", 1e15)
+        with pytest.raises(InvalidArgument):
+            await engine.reward("w", "e1", 1e15)
+        assert held(engine) == set()
+        clock.now += WEEK + 1
+        await close_all(engine)
+        assert costs(engine) == {"e1": -1e15}
+
+    run(tmp_path, scenario)
+
+
+def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine_module.open_events
+
+    def failing(*args: object) -> object:
+        raise OSError("disk I/O error")
+
+    async def before(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(week_config(Aggregation.SUM))
+        await rank(engine, "x")
+        deadline = clock.now + WEEK
+        monkeypatch.setattr(engine_module, "open_events", failing)
+        await engine.update_experiment(
+            dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
+        )
+        clock.now = deadline - 300
+        await rank(engine, "short")  # closes 300 s after "x"
+        restore = slow_commits(engine)
+        rewarded = asyncio.ensure_future(engine.reward("w", "x", 0.5))
+        await asyncio.sleep(0)
+        restore()
+        monkeypatch.setattr(engine_module, "open_events", real)
+        clock.now = deadline + 400
+        await close_all(engine)  # "short" closes; "x" is held by its reward, not closed
+        assert costs(engine) == {"short": -0.25}
+        await engine._save_watermarks()
+        assert engine.log.closed_until("w") < deadline
+        await rewarded
+
+    async def after(engine: Engine, clock: Clock) -> None:
+        clock.now += WEEK + 1
+        await close_all(engine)
+        assert costs(engine) == {"short": -0.25, "x": -0.5}
+
+    run(tmp_path, before)
+    run(tmp_path, after)

@@ -739,7 +739,12 @@ class Engine:
             late = True
         else:
             before = joiner.snapshot(event)
-            late, cost = transition(event, now)
+            try:
+                late, cost = transition(event, now)
+            except Exception:  # a refused input (a sum past the limit) changed nothing
+                if brought_in:
+                    self._hold_or_return(runtime, event)
+                raise
         rows: list[Row] = [make_row(now, late)]
         if cost is not None:
             rows.append(LearnedRow(experiment, event_id, cost, now))
@@ -768,7 +773,8 @@ class Engine:
         """The window of an event not held in memory, from the log (a window past the horizon,
         or one a restart did not reopen because it was learned); None when it has closed (the
         input is late). It is held while the input commits, so the loader cannot read it in
-        without that input; then _hold_or_return decides."""
+        without that input, and counted among the pending deadlines, so the watermark cannot
+        pass it meanwhile; then _hold_or_return decides."""
         experiment = runtime.config.name
         row = self.log.decision(experiment, event_id)
         if row is None:
@@ -777,11 +783,19 @@ class Engine:
             return None
         event = event_from_log(self.log, row)
         runtime.open[event_id] = event
+        pending = self._pending_deadlines
+        pending[event.deadline] = pending.get(event.deadline, 0) + 1
         return event
 
     def _hold_or_return(self, runtime: _Runtime, event: OpenEvent) -> None:
         """After an input to a window brought in from the log has settled: hold it if it now
         closes within what is held, or give it back to the log, which has the input."""
+        pending = self._pending_deadlines
+        left = pending[event.deadline] - 1
+        if left:
+            pending[event.deadline] = left
+        else:
+            del pending[event.deadline]
         if self._runtimes.get(runtime.config.name) is not runtime:
             return
         if runtime.open.get(event.event_id) is not event:
