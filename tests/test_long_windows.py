@@ -48,6 +48,23 @@ def slow_commits(engine: Engine) -> Callable[[], None]:
     return restore
 
 
+class FailingReads:
+    """Makes the reads of windows entering the horizon fail, between start() and stop()."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self._real = engine_module.open_events
+
+    def start(self) -> None:
+        def failing(*args: object) -> object:
+            raise OSError("disk I/O error")
+
+        self._monkeypatch.setattr(engine_module, "open_events", failing)
+
+    def stop(self) -> None:
+        self._monkeypatch.setattr(engine_module, "open_events", self._real)
+
+
 async def close_all(engine: Engine) -> None:
     await engine.load_due_windows()
     await engine.close_due_windows()
@@ -125,16 +142,13 @@ def test_a_failed_read_keeps_the_watermark_below_the_windows_it_missed(
 ) -> None:
     """A short window closing after a long one that a failed read missed must not carry the
     watermark past it: a restart reopens the long one."""
-    real = engine_module.open_events
-
-    def failing(*args: object) -> object:
-        raise OSError("disk I/O error")
+    reads = FailingReads(monkeypatch)
 
     async def before(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(week_config(Aggregation.SUM))
         await rank(engine, "far")
         far_deadline = clock.now + WEEK
-        monkeypatch.setattr(engine_module, "open_events", failing)
+        reads.start()
         await engine.update_experiment(
             dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
         )
@@ -152,7 +166,7 @@ def test_a_failed_read_keeps_the_watermark_below_the_windows_it_missed(
         assert costs(engine) == {"short": -0.25, "far": -0.25}
 
     run(tmp_path, before)
-    monkeypatch.setattr(engine_module, "open_events", real)
+    reads.stop()
     run(tmp_path, after)
 
 
@@ -222,13 +236,12 @@ def test_an_input_racing_the_close_of_its_window_does_not_learn_it_twice(tmp_pat
 def test_short_windows_do_not_wait_for_a_failing_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing(*args: object) -> object:
-        raise OSError("disk I/O error")
+    reads = FailingReads(monkeypatch)
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         short = dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
         await engine.create_experiment(short)
-        monkeypatch.setattr(engine_module, "open_events", failing)
+        reads.start()
         clock.now += 2 * HORIZON_SECONDS
         await engine.load_due_windows()
         await rank(engine, "e1")
@@ -285,16 +298,13 @@ def test_a_refused_input_gives_the_window_back(tmp_path: Path) -> None:
 def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = engine_module.open_events
-
-    def failing(*args: object) -> object:
-        raise OSError("disk I/O error")
+    reads = FailingReads(monkeypatch)
 
     async def before(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(week_config(Aggregation.SUM))
         await rank(engine, "x")
         deadline = clock.now + WEEK
-        monkeypatch.setattr(engine_module, "open_events", failing)
+        reads.start()
         await engine.update_experiment(
             dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
         )
@@ -304,7 +314,7 @@ def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
         rewarded = asyncio.ensure_future(engine.reward("w", "x", 0.5))
         await asyncio.sleep(0)
         restore()
-        monkeypatch.setattr(engine_module, "open_events", real)
+        reads.stop()
         clock.now = deadline + 400
         await close_all(engine)  # "short" closes; "x" is held by its reward, not closed
         assert costs(engine) == {"short": -0.25}

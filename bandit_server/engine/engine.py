@@ -115,14 +115,14 @@ class _Runtime:
     config: ExperimentConfig
     epoch: str
     model: ExperimentModel
+    # Every unlearned window closing by then is in `open` (or committing); later ones stay in
+    # the log until then (see HORIZON_SECONDS).
+    loaded_until: float
     open: dict[str, OpenEvent] = field(default_factory=dict)
     # Ranked events whose decision is committing: opened in `open` only once it settles.
     committing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     closed_until: float = float("-inf")
-    # Every unlearned window closing by then is in `open` (or committing); later ones stay in
-    # the log until then, unless an input brought them in (see HORIZON_SECONDS).
-    loaded_until: float = math.inf
-    load_failing: bool = False
+    load_failing: bool = False  # the last read of windows entering the horizon failed
     # One update at a time: each compares with and replaces the settings.
     update_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set on delete: a retrain still running stops, so the rebuild thread is free again.
@@ -177,14 +177,15 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settles: deque[_Settle] = deque()
         self._validator = ThreadPoolExecutor(1, thread_name_prefix="vw-args-check")
-        # (experiment, event id) -> settles when that event's outcome commit in flight does.
+        # (experiment, event id) -> settles when that event's outcome commit in flight does, or
+        # its window's close commit.
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._deleting: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
-        # Deadlines of decisions whose commit is in flight (not yet in the heap): the close
-        # watermark must stay below them too.
-        # deadline -> decisions with it still committing. A plain dict: Counter's Python-level
-        # methods cost ~5% of the event loop's time a Rank.
+        # deadline -> windows not yet in the heap whose commit is in flight: Ranks' decisions,
+        # and windows read from the log for an input (_bring_in). The close watermark stays
+        # below them too. A plain dict: Counter's Python-level methods cost ~5% of the event
+        # loop's time a Rank.
         self._pending_deadlines: dict[float, int] = {}
         self._stopping = False
         # Set at stop: a vw_args retrain still running stops rather than hold up the shutdown
@@ -223,9 +224,8 @@ class Engine:
         """An experiment's model and open windows as the log has them (any thread)."""
         config = ExperimentConfig.from_json_dict(json.loads(row.config_json))
         model = self._restore_model(config, row.epoch)
-        runtime = _Runtime(config, row.epoch, model)
+        runtime = _Runtime(config, row.epoch, model, self._clock() + HORIZON_SECONDS)
         runtime.closed_until = self.log.closed_until(config.name)
-        runtime.loaded_until = self._clock() + HORIZON_SECONDS
         for event in open_events(self.log, config.name, runtime.closed_until, runtime.loaded_until):
             runtime.open[event.event_id] = event
         self._set_model(config.name, model)
@@ -314,7 +314,7 @@ class Engine:
         model = ExperimentModel(
             config.vw_args, epoch, config.model_update_interval_seconds, learned_seq=floor
         )
-        runtime = _Runtime(config, epoch, model, loaded_until=now + HORIZON_SECONDS)
+        runtime = _Runtime(config, epoch, model, now + HORIZON_SECONDS)
         self._runtimes[config.name] = runtime
         self._set_model(config.name, model)
         log.info("experiment_created", experiment=config.name, vw_args=config.vw_args)

@@ -227,6 +227,9 @@ def event_from_log(decision_log: SQLiteDecisionLog, row: DecisionRow) -> OpenEve
 def _apply_inputs(
     events: dict[str, OpenEvent], rewards: list[tuple[str, float]], activated: set[str]
 ) -> None:
+    # Inputs of events not in `events` are left out: open_events reads decisions and inputs in
+    # separate statements while Ranks go on committing, so a decision logged in between can
+    # come with inputs (the loader holds it through Rank or its input instead).
     for event_id in activated:
         if event_id in events:
             events[event_id].activated = True

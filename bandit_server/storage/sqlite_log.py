@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -472,35 +471,34 @@ class SQLiteDecisionLog:
         return float("-inf") if row is None else float(row[0])
 
     def open_decisions(
-        self, experiment: str, after_deadline: float, up_to: float = math.inf
+        self, experiment: str, after_deadline: float, up_to: float
     ) -> Iterator[DecisionRow]:
         """Decisions not yet learned whose window closes in (`after_deadline`, `up_to`], by
         deadline."""
         rows = self._reader().execute(
             f"SELECT {_DECISION_COLUMNS} FROM decisions d"
-            " WHERE d.experiment = ? AND d.deadline > ?"
-            + _up_to("d", up_to)
-            + " AND NOT EXISTS (SELECT 1 FROM learned l"
+            " WHERE d.experiment = ? AND d.deadline > ? AND d.deadline <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM learned l"
             "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
             " ORDER BY d.deadline, d.seq",
-            (experiment, after_deadline, *_bound(up_to)),
+            (experiment, after_deadline, up_to),
         )
         for row in rows:
             yield _decision(row)
 
     def open_inputs(
-        self, experiment: str, after_deadline: float, up_to: float = math.inf
+        self, experiment: str, after_deadline: float, up_to: float
     ) -> tuple[list[tuple[str, float]], set[str]]:
         """For the decisions `open_decisions` lists: their in-window rewards (event id, value)
         in arrival order, and the ids of those activated in time. Two queries in all."""
         con = self._reader()
         scope = (
             " JOIN decisions d ON d.experiment = x.experiment AND d.event_id = x.event_id"
-            " WHERE x.experiment = ? AND d.deadline > ?" + _up_to("d", up_to) + " AND x.late = 0"
+            " WHERE x.experiment = ? AND d.deadline > ? AND d.deadline <= ? AND x.late = 0"
             " AND NOT EXISTS (SELECT 1 FROM learned l"
             "   WHERE l.experiment = d.experiment AND l.event_id = d.event_id)"
         )
-        params = (experiment, after_deadline, *_bound(up_to))
+        params = (experiment, after_deadline, up_to)
         rewards = con.execute(
             f"SELECT x.event_id, x.value FROM rewards x{scope} ORDER BY x.seq", params
         ).fetchall()
@@ -562,11 +560,3 @@ class SQLiteDecisionLog:
         )
         for row in unlearned:
             yield _decision(row), None, None, bool(row[12])
-
-
-def _up_to(table: str, up_to: float) -> str:
-    return "" if up_to == math.inf else f" AND {table}.deadline <= ?"
-
-
-def _bound(up_to: float) -> tuple[float, ...]:
-    return () if up_to == math.inf else (up_to,)
