@@ -12,6 +12,7 @@ import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine import engine as engine_module
+from bandit_server.engine import recovery
 from bandit_server.engine.engine import HORIZON_SECONDS, Engine
 from bandit_server.errors import InvalidArgument
 from tests.test_reward_windows import Clock, costs, rank, run
@@ -53,7 +54,6 @@ class FailingReads:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._monkeypatch = monkeypatch
-        self._real = engine_module.open_events
 
     def start(self) -> None:
         def failing(*args: object) -> object:
@@ -62,7 +62,7 @@ class FailingReads:
         self._monkeypatch.setattr(engine_module, "open_events", failing)
 
     def stop(self) -> None:
-        self._monkeypatch.setattr(engine_module, "open_events", self._real)
+        self._monkeypatch.setattr(engine_module, "open_events", recovery.open_events)
 
 
 async def close_all(engine: Engine) -> None:
@@ -137,6 +137,23 @@ def test_earliest_learns_a_long_windows_first_reward_at_once(tmp_path: Path) -> 
     run(tmp_path, scenario)
 
 
+async def _long_then_short(
+    engine: Engine, clock: Clock, reads: FailingReads, long_id: str
+) -> float:
+    """A week-long window `long_id`; then reads fail, windows become 600 s long, and "short"
+    is ranked to close 300 s after it. Returns the long window's deadline."""
+    await engine.create_experiment(week_config(Aggregation.SUM))
+    await rank(engine, long_id)
+    deadline = clock.now + WEEK
+    reads.start()
+    await engine.update_experiment(
+        dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
+    )
+    clock.now = deadline - 300
+    await rank(engine, "short")
+    return deadline
+
+
 def test_a_failed_read_keeps_the_watermark_below_the_windows_it_missed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,15 +162,7 @@ def test_a_failed_read_keeps_the_watermark_below_the_windows_it_missed(
     reads = FailingReads(monkeypatch)
 
     async def before(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(week_config(Aggregation.SUM))
-        await rank(engine, "far")
-        far_deadline = clock.now + WEEK
-        reads.start()
-        await engine.update_experiment(
-            dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
-        )
-        clock.now = far_deadline - 300
-        await rank(engine, "short")  # closes 300 s after "far"
+        far_deadline = await _long_then_short(engine, clock, reads, "far")
         clock.now = far_deadline + 400
         await close_all(engine)  # "short" closes; the read that would bring "far" in fails
         assert costs(engine) == {"short": -0.25}
@@ -301,15 +310,7 @@ def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
     reads = FailingReads(monkeypatch)
 
     async def before(engine: Engine, clock: Clock) -> None:
-        await engine.create_experiment(week_config(Aggregation.SUM))
-        await rank(engine, "x")
-        deadline = clock.now + WEEK
-        reads.start()
-        await engine.update_experiment(
-            dataclasses.replace(week_config(Aggregation.SUM), reward_wait_seconds=600.0)
-        )
-        clock.now = deadline - 300
-        await rank(engine, "short")  # closes 300 s after "x"
+        deadline = await _long_then_short(engine, clock, reads, "x")
         restore = slow_commits(engine)
         rewarded = asyncio.ensure_future(engine.reward("w", "x", 0.5))
         await asyncio.sleep(0)
