@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
 from bandit_server.core.experiment import Aggregation, ExperimentConfig
@@ -15,6 +17,8 @@ from bandit_server.engine import engine as engine_module
 from bandit_server.engine import recovery
 from bandit_server.engine.engine import HORIZON_SECONDS, Engine
 from bandit_server.errors import InvalidArgument
+from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
+from tests.server import ServerThread, actions_pb
 from tests.test_reward_windows import Clock, costs, rank, run
 
 WEEK = 7 * 24 * 3600.0
@@ -330,3 +334,50 @@ def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
 
     run(tmp_path, before)
     run(tmp_path, after)
+
+
+def test_over_grpc_long_windows_learn_their_rewards_across_a_restart(tmp_path: Path) -> None:
+    """From a client's side: week-long windows take rewards and activations, learn them as the
+    aggregation says, and count a reward once, before and after a restart."""
+    actions = actions_pb(
+        [{"id": f"a{i}", "features": {"Action": {"k": f"k{i}"}}} for i in range(3)]
+    )
+    server = ServerThread(tmp_path / "data").start()
+    try:
+        server.experiments.CreateExperiment(
+            pb.CreateExperimentRequest(
+                experiment=pb.Experiment(name="wk", reward_wait_seconds=WEEK)
+            )
+        )
+        for event_id in ("e1", "e2"):
+            server.bandit.Rank(pb.RankRequest(experiment="wk", event_id=event_id, actions=actions))
+        server.bandit.Rank(
+            pb.RankRequest(experiment="wk", event_id="d1", actions=actions, defer_activation=True)
+        )
+        assert not server.bandit.Reward(
+            pb.RewardRequest(experiment="wk", event_id="e1", value=1)
+        ).late
+        assert (
+            server.experiments.GetExperiment(pb.GetExperimentRequest(name="wk")).learned_events == 1
+        )
+    finally:
+        server.stop()
+    server = ServerThread(tmp_path / "data").start()
+    try:
+        again = server.bandit.Reward(pb.RewardRequest(experiment="wk", event_id="e1", value=1))
+        assert not again.late  # in its window, and not learned twice
+        server.bandit.Reward(pb.RewardRequest(experiment="wk", event_id="d1", value=0.5))
+        assert (
+            server.experiments.GetExperiment(pb.GetExperimentRequest(name="wk")).learned_events == 1
+        )
+        server.bandit.Activate(pb.ActivateRequest(experiment="wk", event_id="d1"))
+        status = server.experiments.GetExperiment(pb.GetExperimentRequest(name="wk"))
+        assert status.learned_events == 2  # the deferred event's waiting reward, at activation
+        with pytest.raises(grpc.RpcError) as info:
+            server.bandit.Reward(pb.RewardRequest(experiment="wk", event_id="nope", value=1))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "data" / "decisions.sqlite3") as db:
+        learned = dict(db.execute("SELECT event_id, cost FROM learned"))
+    assert learned == {"e1": -1.0, "d1": -0.5}
