@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +68,14 @@ class FailingReads:
 
     def stop(self) -> None:
         self._monkeypatch.setattr(engine_module, "open_events", recovery.open_events)
+
+
+async def until_held(engine: Engine, event_id: str) -> None:
+    for _ in range(10_000):  # a bound against hanging, never reached when the code is right
+        if event_id in held(engine):
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{event_id} was never held")
 
 
 async def close_all(engine: Engine) -> None:
@@ -277,7 +286,7 @@ def test_a_window_the_loader_reaches_while_its_input_commits_is_held_and_closed(
         assert held(engine) == set()
         restore = slow_commits(engine)
         rewarded = asyncio.ensure_future(engine.reward("w", "e1", 0.5))
-        await asyncio.sleep(0)
+        await until_held(engine, "e1")  # read from the log; its input is committing
         clock.now += 200  # its end enters the horizon while the reward commits
         await engine.load_due_windows()  # skips it: the reward holds it
         await rewarded
@@ -317,7 +326,7 @@ def test_the_watermark_does_not_pass_a_window_whose_input_is_committing(
         deadline = await _long_then_short(engine, clock, reads, "x")
         restore = slow_commits(engine)
         rewarded = asyncio.ensure_future(engine.reward("w", "x", 0.5))
-        await asyncio.sleep(0)
+        await until_held(engine, "x")  # read from the log; its input is committing
         restore()
         reads.stop()
         clock.now = deadline + 400
@@ -381,3 +390,40 @@ def test_over_grpc_long_windows_learn_their_rewards_across_a_restart(tmp_path: P
     with sqlite3.connect(tmp_path / "data" / "decisions.sqlite3") as db:
         learned = dict(db.execute("SELECT event_id, cost FROM learned"))
     assert learned == {"e1": -1.0, "d1": -0.5}
+
+
+def test_inputs_racing_for_a_window_in_the_log_learn_it_once(tmp_path: Path) -> None:
+    """A second reward for an EARLIEST window being read from the log for a first one waits,
+    then reads it with the first learned in it (reading it at the same time, it learned the
+    window again, and its commit failed on the duplicate learned row)."""
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(week_config(Aggregation.EARLIEST))
+        await rank(engine, "e1")
+        real = engine._window_from_log
+        first_may_return = threading.Event()
+        reads: list[str] = []
+
+        def slow_first(experiment: str, event_id: str) -> object:
+            reads.append(event_id)
+            if len(reads) == 1:
+                assert first_may_return.wait(60)
+            return real(experiment, event_id)
+
+        engine._window_from_log = slow_first  # type: ignore[method-assign,assignment]
+        first = asyncio.ensure_future(engine.reward("w", "e1", 0.5))
+        while not reads:
+            await asyncio.sleep(0.001)
+        second = asyncio.ensure_future(engine.reward("w", "e1", 0.25))
+        for _ in range(20):
+            await asyncio.sleep(0.001)
+        assert reads == ["e1"]  # the second has not read it yet
+        first_may_return.set()
+        await asyncio.gather(first, second)
+        assert len(engine.log.rewards("w", "e1")) == 2
+        assert costs(engine) == {"e1": -0.5}
+        clock.now += WEEK + 1
+        await close_all(engine)
+        assert costs(engine) == {"e1": -0.5}
+
+    run(tmp_path, scenario)

@@ -719,20 +719,28 @@ class Engine:
         the model has learned it, so the next Rank sees it. Returns whether it was late."""
         experiment = runtime.config.name
         key = (experiment, event_id)
+        stored: OpenEvent | None = None  # its window as the log has it, when not held
+        read = False
         while True:
             if (previous := self._busy.get(key)) is not None:
                 await asyncio.shield(previous)
+                read = False  # what was read may have changed meanwhile
             elif (ranking := runtime.committing.get(event_id)) is not None:
                 await asyncio.shield(ranking)
+                read = False
+            elif not read and event_id not in runtime.open:
+                stored = await self._read_window(key)
+                read = True
             else:
                 break
             if self._runtimes.get(experiment) is not runtime:
                 raise Unavailable(f"experiment {experiment!r} changed while this call waited")
         now = self._clock()
         event = runtime.open.get(event_id)
-        brought_in = event is None
-        if event is None:
-            event = self._bring_in(runtime, event_id, now)
+        brought_in = False
+        if event is None and stored is not None and now <= stored.deadline:
+            event = self._bring_in(runtime, stored)
+            brought_in = True
         cost: float | None = None
         before = None
         if event is None:
@@ -769,20 +777,35 @@ class Engine:
             await self.learner.wait_learned(experiment, runtime.model, learned[-1].seq)
         return late
 
-    def _bring_in(self, runtime: _Runtime, event_id: str, now: float) -> OpenEvent | None:
-        """The window of an event not held in memory, from the log (a window past the horizon,
-        or one a restart did not reopen because it was learned); None when it has closed (the
-        input is late). It is held while the input commits, so the loader cannot read it in
-        without that input, and counted among the pending deadlines, so the watermark cannot
-        pass it meanwhile; then _hold_or_return decides."""
-        experiment = runtime.config.name
+    async def _read_window(self, key: tuple[str, str]) -> OpenEvent | None:
+        """The window of an event not held in memory, as the log has it (a window past the
+        horizon, or one a restart did not reopen because it was learned); None when it has
+        closed; NotFound for an unknown event. Read off the event loop (four reads, which may
+        wait for the disk); other inputs for the event, and its close, wait meanwhile, so that
+        each reads it only after the one before has committed."""
+        assert self._loop is not None
+        reading: asyncio.Future[None] = self._loop.create_future()
+        self._busy[key] = reading
+        try:
+            return await asyncio.to_thread(self._window_from_log, *key)
+        finally:
+            if self._busy.get(key) is reading:
+                del self._busy[key]
+            reading.set_result(None)
+
+    def _window_from_log(self, experiment: str, event_id: str) -> OpenEvent | None:
         row = self.log.decision(experiment, event_id)
         if row is None:
             raise NotFound(f"event {event_id!r} is not a decision of experiment {experiment!r}")
-        if now > row.deadline:
+        if self._clock() > row.deadline:
             return None
-        event = event_from_log(self.log, row)
-        runtime.open[event_id] = event
+        return event_from_log(self.log, row)
+
+    def _bring_in(self, runtime: _Runtime, event: OpenEvent) -> OpenEvent:
+        """Hold a window read from the log while an input to it commits, so the loader cannot
+        read it in without that input, counted among the pending deadlines, so the watermark
+        cannot pass it meanwhile; then _hold_or_return decides."""
+        runtime.open[event.event_id] = event
         pending = self._pending_deadlines
         pending[event.deadline] = pending.get(event.deadline, 0) + 1
         return event
