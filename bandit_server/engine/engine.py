@@ -637,8 +637,7 @@ class Engine:
             model_version=version,
         )
 
-        pending = self._pending_deadlines
-        pending[deadline] = pending.get(deadline, 0) + 1
+        self._pend(deadline)
 
         # A Reward sent with its Rank can arrive after the commit and before `register` runs:
         # it waits for this (see _record_outcome) instead of missing the event's window.
@@ -648,11 +647,7 @@ class Engine:
         committing.setdefault(event_id, registered)  # a repeat waits on the original
 
         def settled() -> None:
-            left = pending[deadline] - 1
-            if left:
-                pending[deadline] = left
-            else:
-                del pending[deadline]
+            self._unpend(deadline)
             if committing.get(event_id) is registered:
                 del committing[event_id]
             registered.set_result(None)
@@ -666,8 +661,7 @@ class Engine:
                 and event_id not in runtime.open
                 and (deadline - now <= HORIZON_SECONDS or deadline <= runtime.loaded_until)
             ):
-                runtime.open[event_id] = OpenEvent(event_id, deadline, request.defer_activation)
-                heapq.heappush(self._deadlines, (deadline, request.experiment, event_id))
+                self._hold(runtime, OpenEvent(event_id, deadline, request.defer_activation))
 
         try:
             await self._commit([row], register, settled)
@@ -806,19 +800,13 @@ class Engine:
         read it in without that input, counted among the pending deadlines, so the watermark
         cannot pass it meanwhile; then _hold_or_return decides."""
         runtime.open[event.event_id] = event
-        pending = self._pending_deadlines
-        pending[event.deadline] = pending.get(event.deadline, 0) + 1
+        self._pend(event.deadline)
         return event
 
     def _hold_or_return(self, runtime: _Runtime, event: OpenEvent) -> None:
         """After an input to a window brought in from the log has settled: hold it if it now
         closes within what is held, or give it back to the log, which has the input."""
-        pending = self._pending_deadlines
-        left = pending[event.deadline] - 1
-        if left:
-            pending[event.deadline] = left
-        else:
-            del pending[event.deadline]
+        self._unpend(event.deadline)
         if self._runtimes.get(runtime.config.name) is not runtime:
             return
         if runtime.open.get(event.event_id) is not event:
@@ -826,7 +814,25 @@ class Engine:
         if event.deadline > runtime.loaded_until:
             del runtime.open[event.event_id]
         else:
-            heapq.heappush(self._deadlines, (event.deadline, runtime.config.name, event.event_id))
+            self._hold(runtime, event)
+
+    def _hold(self, runtime: _Runtime, event: OpenEvent) -> None:
+        """Hold a window in memory: in `open`, and in the heap the close takes deadlines from."""
+        runtime.open[event.event_id] = event
+        heapq.heappush(self._deadlines, (event.deadline, runtime.config.name, event.event_id))
+
+    def _pend(self, deadline: float) -> None:
+        """A window not yet in the heap is committing: the watermark stays below it."""
+        pending = self._pending_deadlines
+        pending[deadline] = pending.get(deadline, 0) + 1
+
+    def _unpend(self, deadline: float) -> None:
+        pending = self._pending_deadlines
+        left = pending[deadline] - 1
+        if left:
+            pending[deadline] = left
+        else:
+            del pending[deadline]
 
     # -- reward windows --------------------------------------------------------------------
 
@@ -873,8 +879,7 @@ class Engine:
             for event in events:
                 if event.event_id in runtime.open:
                     continue  # Rank registered it, or an input holds it, meanwhile
-                runtime.open[event.event_id] = event
-                heapq.heappush(self._deadlines, (event.deadline, name, event.event_id))
+                self._hold(runtime, event)
 
     async def close_due_windows(self) -> int:
         """Close every window whose deadline has passed; learn what the aggregation says."""
@@ -914,10 +919,7 @@ class Engine:
                 for runtime, event, before in closed:  # reopen them: the next tick retries
                     joiner.restore(event, before)
                     if self._runtimes.get(runtime.config.name) is runtime:
-                        runtime.open[event.event_id] = event
-                        heapq.heappush(
-                            self._deadlines, (event.deadline, runtime.config.name, event.event_id)
-                        )
+                        self._hold(runtime, event)
                 raise
             finally:
                 for key in keys:
