@@ -188,6 +188,9 @@ class Engine:
         # loop's time a Rank.
         self._pending_deadlines: dict[float, int] = {}
         self._stopping = False
+        # Ranks waiting for their decision's commit: the learner rests only while few do (see
+        # learner.REST_MAX_RANKS_IN_FLIGHT). Read from the learner thread; an int is enough.
+        self.ranks_in_flight = 0
         # Set at stop: a vw_args retrain still running stops rather than hold up the shutdown
         # (its update fails; the log is unchanged, so it can be sent again).
         self._stop_retrains = threading.Event()
@@ -209,7 +212,11 @@ class Engine:
         self.log.on_batch_end(lambda: loop.call_soon_threadsafe(self._drain_settles))
         self._store = DirectoryModelStore(self.data_dir / "models")
         self.learner = Learner(
-            self.log, self._store, lambda: self._models, self._checkpoint_interval
+            self.log,
+            self._store,
+            lambda: self._models,
+            self._checkpoint_interval,
+            ranks_in_flight=lambda: self.ranks_in_flight,
         )
         for row in self.log.experiments():
             self._install(row)
@@ -663,6 +670,7 @@ class Engine:
             ):
                 self._hold(runtime, OpenEvent(event_id, deadline, request.defer_activation))
 
+        self.ranks_in_flight += 1
         try:
             await self._commit([row], register, settled)
         except DuplicateDecision:
@@ -672,6 +680,8 @@ class Engine:
             if existing is None:  # the experiment was deleted since the UNIQUE check
                 raise NotFound(f"experiment {request.experiment!r} was deleted meanwhile") from None
             return result_from_row(existing)
+        finally:
+            self.ranks_in_flight -= 1
         return result_from_row(row)
 
     async def reward(self, experiment: str, event_id: str, value: float) -> bool:
