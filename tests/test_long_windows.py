@@ -17,7 +17,7 @@ from bandit_server.core.experiment import Aggregation, ExperimentConfig
 from bandit_server.engine import engine as engine_module
 from bandit_server.engine import recovery
 from bandit_server.engine.engine import HORIZON_SECONDS, Engine
-from bandit_server.errors import InvalidArgument
+from bandit_server.errors import InvalidArgument, Unavailable
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from tests.server import ServerThread, actions_pb
 from tests.test_reward_windows import Clock, costs, rank, run
@@ -425,5 +425,46 @@ def test_inputs_racing_for_a_window_in_the_log_learn_it_once(tmp_path: Path) -> 
         clock.now += WEEK + 1
         await close_all(engine)
         assert costs(engine) == {"e1": -0.5}
+
+    run(tmp_path, scenario)
+
+
+def test_stop_waits_for_a_window_read_whose_caller_gave_up(tmp_path: Path) -> None:
+    """A reward's read of its window keeps running when the call is cancelled (a client gone,
+    the gRPC server's grace over): stop waits for it before closing the log, which the read
+    met closed before. A read asked for after that is refused as UNAVAILABLE."""
+    outcomes: list[str] = []
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await engine.create_experiment(week_config(Aggregation.SUM))
+        await rank(engine, "e1")
+        real = engine._window_from_log
+        started, may_return = threading.Event(), threading.Event()
+
+        def slow(experiment: str, event_id: str) -> object:
+            started.set()
+            assert may_return.wait(60)
+            try:
+                window = real(experiment, event_id)
+            except Exception as error:
+                outcomes.append(repr(error))
+                raise
+            outcomes.append(f"read {window is not None}")
+            return window
+
+        engine._window_from_log = slow  # type: ignore[method-assign,assignment]
+        reward = asyncio.ensure_future(engine.reward("w", "e1", 0.5))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        reward.cancel()
+        stopping = asyncio.ensure_future(engine.stop())
+        for _ in range(50):
+            await asyncio.sleep(0.002)
+        assert not stopping.done()  # waiting for the read
+        may_return.set()
+        await stopping
+        assert outcomes == ["read True"]
+        with pytest.raises(Unavailable, match="stopping"):
+            await engine.reward("w", "e1", 0.5)
 
     run(tmp_path, scenario)

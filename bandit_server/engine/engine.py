@@ -177,6 +177,10 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settles: deque[_Settle] = deque()
         self._validator = ThreadPoolExecutor(1, thread_name_prefix="vw-args-check")
+        # Log reads run off the event loop here, not on asyncio's default threads: stop() waits
+        # for them before it closes the log (a read whose caller gave up keeps running, and it
+        # met a closed connection).
+        self._reads = ThreadPoolExecutor(2, thread_name_prefix="log-read")
         # (experiment, event id) -> settles when that event's outcome commit in flight does, or
         # its window's close commit.
         self._busy: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -279,6 +283,7 @@ class Engine:
         await asyncio.to_thread(self.log.flush_and_stop_writing)
         await asyncio.to_thread(self.learner.stop)
         self._validator.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._reads.shutdown)
         self.log.close()
         log.info("engine_stopped")
 
@@ -426,7 +431,7 @@ class Engine:
             if self._runtimes.get(name) is not runtime:
                 raise NotFound(f"experiment {name!r} was deleted meanwhile")
             if skip:
-                seqs = await asyncio.to_thread(self.log.learned_seqs, name, skip)
+                seqs = await self._read(self.log.learned_seqs, name, skip)
                 for i, event_id in enumerate(skip):
                     if event_id not in seqs:
                         raise InvalidArgument(
@@ -791,11 +796,20 @@ class Engine:
         reading: asyncio.Future[None] = self._loop.create_future()
         self._busy[key] = reading
         try:
-            return await asyncio.to_thread(self._window_from_log, *key)
+            return await self._read(self._window_from_log, *key)
         finally:
             if self._busy.get(key) is reading:
                 del self._busy[key]
             reading.set_result(None)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)`, a read of the log, on the read threads (see `_reads`)."""
+        assert self._loop is not None
+        try:
+            reading = self._loop.run_in_executor(self._reads, fn, *args)
+        except RuntimeError:  # asked after stop() shut the read threads down
+            raise Unavailable("the server is stopping") from None
+        return await reading
 
     def _window_from_log(self, experiment: str, event_id: str) -> OpenEvent | None:
         row = self.log.decision(experiment, event_id)
@@ -874,7 +888,7 @@ class Engine:
             # before are in the log for the read.
             runtime.loaded_until = up_to
             try:
-                events = await asyncio.to_thread(open_events, self.log, name, after, up_to)
+                events = await self._read(open_events, self.log, name, after, up_to)
             except Exception:
                 # Tried again next tick; closed_until stays below `after` meanwhile (see
                 # _save_watermarks), so a restart reopens what this read did not bring in.
