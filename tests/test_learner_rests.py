@@ -29,12 +29,12 @@ class CountingPacer:
         self.rests += 1
 
 
-def _rests(tmp_path: Path, interval: float, others_in_flight: int = 0) -> CountingPacer:
+def _rests(tmp_path: Path, interval: float, ranks_in_flight: int = 0) -> CountingPacer:
     pacer = CountingPacer()
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         engine.learner._pace = pacer  # type: ignore[assignment]
-        engine.ranks_in_flight += others_in_flight
+        engine.learner._ranks_in_flight = lambda: ranks_in_flight
         config = ExperimentConfig(
             "e", OTHER_ARGS, 10.0, 0.0, model_update_interval_seconds=interval
         )
@@ -68,7 +68,8 @@ def test_with_more_ranks_in_flight_it_never_rests(tmp_path: Path) -> None:
     """The event loop then has work queued whenever the learner holds the GIL: resting would
     only add handoffs (Rank's throughput at 32 in flight fell by 10-15%)."""
     limit = learner_module.REST_MAX_RANKS_IN_FLIGHT
-    assert _rests(tmp_path, interval=0.05, others_in_flight=limit + 1).rests == 0
+    assert _rests(tmp_path / "at", interval=0.05, ranks_in_flight=limit).rests == 3
+    assert _rests(tmp_path / "past", interval=0.05, ranks_in_flight=limit + 1).rests == 0
 
 
 def test_ranks_in_flight_counts_ranks_until_their_commit_settles(tmp_path: Path) -> None:

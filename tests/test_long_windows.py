@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -434,36 +435,49 @@ def test_stop_waits_for_a_window_read_whose_caller_gave_up(tmp_path: Path) -> No
     the gRPC server's grace over): stop waits for it before closing the log, which the read
     met closed before. A read asked for after that is refused as UNAVAILABLE."""
     outcomes: list[str] = []
+    at_close: list[list[str]] = []
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(week_config(Aggregation.SUM))
         await rank(engine, "e1")
-        real = engine._window_from_log
+        real_read, real_stop, real_close = (
+            engine._window_from_log,
+            engine.learner.stop,
+            engine.log.close,
+        )
         started, may_return = threading.Event(), threading.Event()
 
-        def slow(experiment: str, event_id: str) -> object:
+        def slow_read(experiment: str, event_id: str) -> object:
             started.set()
             assert may_return.wait(60)
+            time.sleep(0.2)  # still reading well after everything else stop waits for
             try:
-                window = real(experiment, event_id)
+                window = real_read(experiment, event_id)
             except Exception as error:
                 outcomes.append(repr(error))
                 raise
             outcomes.append(f"read {window is not None}")
             return window
 
-        engine._window_from_log = slow  # type: ignore[method-assign,assignment]
+        def learner_stop() -> None:
+            real_stop()
+            may_return.set()
+
+        def close() -> None:
+            at_close.append(list(outcomes))
+            real_close()
+
+        engine._window_from_log = slow_read  # type: ignore[method-assign,assignment]
+        engine.learner.stop = learner_stop  # type: ignore[method-assign]
+        engine.log.close = close  # type: ignore[method-assign]
         reward = asyncio.ensure_future(engine.reward("w", "e1", 0.5))
-        while not started.is_set():
+        for _ in range(10_000):  # a bound against hanging, never reached when the code is right
+            if started.is_set():
+                break
             await asyncio.sleep(0.001)
         reward.cancel()
-        stopping = asyncio.ensure_future(engine.stop())
-        for _ in range(50):
-            await asyncio.sleep(0.002)
-        assert not stopping.done()  # waiting for the read
-        may_return.set()
-        await stopping
-        assert outcomes == ["read True"]
+        await engine.stop()
+        assert at_close == [["read True"]]
         with pytest.raises(Unavailable, match="stopping"):
             await engine.reward("w", "e1", 0.5)
 

@@ -46,10 +46,11 @@ WAL_CHECKPOINT_SECONDS = 1.0
 # take it (measured: the client's p99 0.5-1.2 ms lower, same throughput). A 50 us sleep lasts
 # ~110 us here, so resting slows the learner by a third: it rests only while it keeps up (not
 # with a backlog of a batch or more), not at interval 0 (a Reward waits for its event to be
-# learned), not while stopping. Nor while more than a couple of Ranks are in flight: then the
-# event loop has work queued whenever the learner holds the GIL, and the switch interval
-# already shares it; resting only adds GIL handoffs and context switches (measured at 32 in
-# flight: the learner's CPU per event up by ~40%, Rank's throughput down by 10-15%).
+# learned), not while stopping. Nor while more than a couple of Ranks wait for their commit
+# (checked each slice): then the event loop has work queued whenever the learner holds the
+# GIL, and the switch interval already shares it; resting only adds GIL handoffs and context
+# switches (measured at 32 in flight: the learner's CPU per event 40-50% higher, Rank's
+# throughput ~10% lower).
 LEARN_SLICE_SECONDS = 0.0002
 LEARN_REST_SECONDS = 0.00005
 REST_MAX_RANKS_IN_FLIGHT = 2
@@ -309,13 +310,12 @@ class Learner:
             self._learn_now(experiment, chunk)
 
     def _may_rest(self, model: ExperimentModel) -> bool:
-        """Whether learning may rest between slices now (see LEARN_SLICE_SECONDS)."""
-        return (
-            model.update_interval > 0
-            and not self._stopping
-            and self._queue.qsize() < MAX_BATCH
-            and self._ranks_in_flight() <= REST_MAX_RANKS_IN_FLIGHT
-        )
+        """Whether this batch may rest between slices (see LEARN_SLICE_SECONDS); each slice
+        then also asks `_few_ranks_in_flight`."""
+        return model.update_interval > 0 and not self._stopping and self._queue.qsize() < MAX_BATCH
+
+    def _few_ranks_in_flight(self) -> bool:
+        return self._ranks_in_flight() <= REST_MAX_RANKS_IN_FLIGHT
 
     def _learn_experiment(self, experiment: str, rows: list[LearnedRow]) -> list[LearnedRow]:
         """Learn `rows`; returns those handled: all of them, unless one broke the model, which
@@ -345,7 +345,7 @@ class Learner:
                     # VW never saw it: record it, so a restart and the export skip it too.
                     mark_unlearnable(self._log, experiment, model.vw_args, item, exc)
                     model.skip(item.seq)
-                if pace is not None:
+                if pace is not None and self._few_ranks_in_flight():
                     pace()
             model.skip(todo[-1].seq)
         except Exception as error:
