@@ -25,6 +25,7 @@ from bandit_server.core.types import Feature, Namespace, RankInput
 from bandit_server.engine import engine as engine_module
 from bandit_server.engine import learner as learner_module
 from bandit_server.engine.engine import Engine
+from bandit_server.engine.rebuild import HeldRows
 from bandit_server.errors import NotFound, Unavailable
 from bandit_server.export import iter_dsjson
 from bandit_server.storage.sqlite_log import SQLiteDecisionLog
@@ -585,3 +586,88 @@ def test_a_stop_during_a_rebuild_stops_it_and_a_restart_redoes_it(
     monkeypatch.undo()
     run(tmp_path, after_restart)
     assert served == [_fresh_vw_probe(tmp_path)]
+
+
+async def _until_held(engine: Engine, event_id: str) -> HeldRows:
+    """The rows the experiment's rebuild holds, once they reach `event_id`'s."""
+    for _ in range(GUARD_SECONDS * 1000):
+        seq = engine.log.learned_seqs("w", [event_id]).get(event_id)  # once it commits
+        rebuild = engine.learner._rebuilds.get("w")
+        if seq is not None and rebuild is not None and rebuild.held.up_to_seq >= seq:
+            return rebuild.held
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{event_id} was never held")
+
+
+def test_a_rebuild_holds_the_rows_arriving_meanwhile_as_a_range_of_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the rows themselves, which took ~200 bytes each for as long as the rebuild lasted
+    (minutes, for a big log); they are read back a batch at a time once it is in place."""
+    gate = Gate(monkeypatch)
+    monkeypatch.setattr(learner_module, "MAX_BATCH", 8)
+    sizes = _batch_sizes(monkeypatch)
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.05)
+        await engine.reward("w", "poison", 1e15)  # returns at its commit (interval > 0)
+        assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
+        for i in range(3):
+            await engine.reward("w", f"m{i}", float(i % 2))
+        for i in range(40):
+            await _event(engine, "w", f"h{i}", 0.02 * i, float(i % 2))
+        held = await _until_held(engine, "h39")
+        seqs = engine.log.learned_seqs("w", ["poison", "h39"])
+        assert held == HeldRows(seqs["poison"] - 1, seqs["h39"])
+        sizes.clear()
+        gate.opened.set()
+        await _handled(engine, "w", 54)
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (53, 1)
+        assert "w" not in engine.learner._rebuilds
+        assert max(sizes) <= 8  # read back a batch at a time
+
+    run(tmp_path, scenario)
+    lines = list(iter_dsjson(tmp_path, "w"))
+    learned = [json.loads(line)["EventId"] for line in lines if "_skipLearn" not in line]
+    assert learned[-43:] == [f"m{i}" for i in range(3)] + [f"h{i}" for i in range(40)]
+
+
+def test_a_failed_read_of_held_rows_stalls_the_model_and_lets_their_waiters_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a failed read of a batch to learn does: GetExperiment says why, the Rewards waiting
+    for their events return, and a restart learns them from the log."""
+    gate = Gate(monkeypatch)
+    failing = {"on": False}
+    real = SQLiteDecisionLog.learned_rows
+
+    def learned_rows(self: SQLiteDecisionLog, *args: object) -> object:
+        if failing["on"]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SQLiteDecisionLog, "learned_rows", learned_rows)
+
+    async def scenario(engine: Engine, clock: Clock) -> None:
+        await _setup(engine, 0.0)
+        poison = asyncio.ensure_future(engine.reward("w", "poison", 1e15))
+        assert await asyncio.to_thread(gate.started.wait, GUARD_SECONDS)
+        held = [asyncio.ensure_future(engine.reward("w", f"m{i}", float(i % 2))) for i in range(3)]
+        await _until_held(engine, "m2")
+        failing["on"] = True
+        gate.opened.set()
+        await asyncio.wait_for(asyncio.gather(poison, *held), GUARD_SECONDS)
+        status = engine.get_experiment("w")
+        assert status.learning_stalled
+        assert "reading events to learn failed" in status.stall_reason
+        failing["on"] = False
+
+    run(tmp_path, scenario)
+
+    async def after_restart(engine: Engine, clock: Clock) -> None:
+        status = engine.get_experiment("w")
+        assert (status.learned_events, status.unlearnable_events) == (13, 1)
+        assert not status.learning_stalled
+
+    run(tmp_path, after_restart)

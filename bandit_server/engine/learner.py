@@ -26,7 +26,7 @@ from bandit_server.engine.model import (
     least_recent_cost,
     with_cost,
 )
-from bandit_server.engine.rebuild import Abandoned, Pacer, Rebuild
+from bandit_server.engine.rebuild import Abandoned, HeldRows, Pacer, Rebuild
 from bandit_server.engine.recovery import Damage, mark_unlearnable, restore_model
 from bandit_server.errors import describe
 from bandit_server.storage.models import Checkpoint, ModelStore
@@ -155,22 +155,25 @@ class Learner:
         rebuild = self._rebuilds.get(experiment)
         return rebuild is not None and not rebuild.draining
 
-    def catch_up_rows(self, experiment: str, model: ExperimentModel) -> list[LearnedRow]:
+    def catch_up_rows(self, experiment: str, model: ExperimentModel) -> HeldRows:
         """On this thread: the rows it handled (with the experiment's current model) after
-        `model`'s replay read the log, which `model` must learn if it takes over."""
+        `model`'s replay read the log, which `model` must learn if it takes over. Reads the
+        first of them, so that a log it cannot read fails the retrain before anything changes
+        (a later failure stalls the model, as for any batch)."""
         handled = self._processed.get(experiment, 0)
-        if handled <= model.learned_seq:
-            return []
-        return self._log.learned_rows(experiment, model.learned_seq, handled)
+        rows = HeldRows(model.learned_seq, max(model.learned_seq, handled))
+        if rows:
+            self._log.learned_rows(experiment, rows.after_seq, rows.up_to_seq, 1)
+        return rows
 
-    def catch_up(self, experiment: str, rows: list[LearnedRow]) -> None:
+    def catch_up(self, experiment: str, rows: HeldRows) -> None:
         """On this thread, right after a model from `build` replaced the experiment's model:
         learn `rows` (catch_up_rows), then what a rebuild of the replaced model held (it is
         no longer wanted), a batch per pass like any held rows; new rows queue behind."""
         rebuild = self._rebuilds.pop(experiment, None)
         if rebuild is not None:
             rebuild.abandon()
-            rows = rows + rebuild.held
+            rows.extend(rebuild.held)
         if rows:
             self._rebuilds[experiment] = Rebuild(rows, draining=True)
 
@@ -197,8 +200,7 @@ class Learner:
         rebuild = self._rebuilds.pop(experiment, None)
         if rebuild is not None:
             rebuild.abandon()
-            for row in rebuild.held:
-                self._wake(experiment, row.seq)  # their rows are gone: nothing left to learn
+            self._wake_held(experiment, rebuild.held)  # their rows are gone: nothing to learn
 
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
@@ -241,11 +243,11 @@ class Learner:
                     for experiment, rebuild in list(self._rebuilds.items()):
                         if not rebuild.draining:
                             self._install(experiment, rebuild)
-                    self._learn_held(limit=None)
+                    self._learn_held(everything=True)
                     self._drain()
                 self._guarded(self.checkpoint_all)
                 return
-            self._learn_held(limit=MAX_BATCH)
+            self._learn_held(everything=False)
             self.backlog_max = max(self.backlog_max, self._queue.qsize())
             self._guarded(self._maintain)
 
@@ -282,31 +284,52 @@ class Learner:
         for experiment, mine in by_experiment.items():
             rebuild = self._rebuilds.get(experiment)
             if rebuild is not None:
-                rebuild.held.extend(mine)  # the queue's order is the learned order
+                rebuild.held.extend(HeldRows.of(mine))  # the queue's order is the learned order
             else:
                 self._learn_now(experiment, mine)
 
     def _learn_now(self, experiment: str, rows: list[LearnedRow]) -> None:
         handled = self._learn_experiment(experiment, rows)
         if handled:
-            with self._waiters_lock:
-                done = self._processed.get(experiment, 0)
-                self._processed[experiment] = max(done, handled[-1].seq)
+            self._mark_handled(experiment, handled[-1].seq)
             for row in handled:
                 self._wake(experiment, row.seq)
 
-    def _learn_held(self, limit: int | None) -> None:
-        """Learn the rows rebuilt models held, `limit` per experiment a pass: a long rebuild
-        holds many, and learning them in one go would hold up the other experiments again."""
+    def _mark_handled(self, experiment: str, seq: int) -> None:
+        with self._waiters_lock:
+            self._processed[experiment] = max(self._processed.get(experiment, 0), seq)
+
+    def _learn_held(self, everything: bool) -> None:
+        """Learn the rows rebuilt models held, a batch per experiment a pass (or all of them):
+        a long rebuild holds many, and learning them in one go would hold up the other
+        experiments again."""
         for experiment, rebuild in list(self._rebuilds.items()):
             if not rebuild.draining:
                 continue
-            chunk = rebuild.held if limit is None else rebuild.held[:limit]
-            del rebuild.held[: len(chunk)]
-            if not rebuild.held and self._rebuilds.get(experiment) is rebuild:
-                del self._rebuilds[experiment]
-            # While rows remain the record stays, so new rows queue behind them, and a row
-            # that breaks the model again hands them to the next rebuild (see _rebuild).
+            self._learn_held_batch(experiment, rebuild)
+            while everything and self._rebuilds.get(experiment) is rebuild:
+                self._learn_held_batch(experiment, rebuild)
+
+    def _learn_held_batch(self, experiment: str, rebuild: Rebuild) -> None:
+        held = rebuild.held
+        try:
+            chunk = self._log.learned_rows(experiment, held.after_seq, held.up_to_seq, MAX_BATCH)
+        except Exception as error:
+            # As when reading a batch to learn fails (see _learn_experiment): stop here, and
+            # let go of those waiting; a restart replays from the last learned row.
+            model = self._models().get(experiment)
+            if model is not None and not model.deleted:
+                model.stall(f"reading events to learn failed: {describe(error)}")
+            log.exception("learning_stalled", experiment=experiment)
+            chunk = []
+            self._mark_handled(experiment, held.up_to_seq)
+            self._wake_held(experiment, held)
+        held.after_seq = chunk[-1].seq if len(chunk) == MAX_BATCH else held.up_to_seq
+        if not held and self._rebuilds.get(experiment) is rebuild:
+            del self._rebuilds[experiment]
+        # While rows remain the record stays, so new rows queue behind them, and a row that
+        # breaks the model again hands them to the next rebuild (see _rebuild).
+        if chunk:
             self._learn_now(experiment, chunk)
 
     def _may_rest(self, model: ExperimentModel) -> bool:
@@ -366,7 +389,7 @@ class Learner:
         events), or, when it is one too many in a row or cannot be recorded, to just before
         it, stalled (recovery.restore_model decides, as for the replay at start). Meanwhile
         Rank gets UNAVAILABLE with interval 0, or keeps its snapshot."""
-        rebuild = Rebuild(held, model, damage)
+        rebuild = Rebuild(HeldRows.of(held), model, damage)
         previous = self._rebuilds.get(experiment)
         if previous is not None:  # a rebuild's held rows broke the model again
             rebuild.held.extend(previous.held)  # the rows after the batch that broke it
@@ -407,6 +430,16 @@ class Learner:
                 if not model.stalled:
                     model.skip(damage.item.seq)
         rebuild.draining = True
+
+    def _wake_held(self, experiment: str, held: HeldRows) -> None:
+        with self._waiters_lock:
+            seqs = [
+                seq
+                for name, seq in self._waiters
+                if name == experiment and held.after_seq < seq <= held.up_to_seq
+            ]
+        for seq in seqs:
+            self._wake(experiment, seq)
 
     def _wake(self, experiment: str, seq: int) -> None:
         with self._waiters_lock:

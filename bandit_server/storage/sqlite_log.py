@@ -386,12 +386,15 @@ class SQLiteDecisionLog:
         )
         return int(row[0])
 
-    def learned_rows(self, experiment: str, after_seq: int, up_to_seq: int) -> list[LearnedRow]:
-        """The experiment's learned rows with after_seq < seq <= up_to_seq, in learned order."""
+    def learned_rows(
+        self, experiment: str, after_seq: int, up_to_seq: int, limit: int = -1
+    ) -> list[LearnedRow]:
+        """The experiment's learned rows with after_seq < seq <= up_to_seq, in learned order;
+        the first `limit` of them (-1: all)."""
         rows = self._reader().execute(
             "SELECT event_id, cost, ts, seq FROM learned"
-            " WHERE experiment = ? AND seq > ? AND seq <= ? ORDER BY seq",
-            (experiment, after_seq, up_to_seq),
+            " WHERE experiment = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (experiment, after_seq, up_to_seq, limit),
         )
         return [LearnedRow(experiment, r[0], r[1], r[2], r[3]) for r in rows]
 
