@@ -624,7 +624,14 @@ def test_a_rebuild_holds_the_rows_arriving_meanwhile_as_a_range_of_the_log(
         await _handled(engine, "w", 54)
         status = engine.get_experiment("w")
         assert (status.learned_events, status.unlearnable_events) == (53, 1)
-        assert "w" not in engine.learner._rebuilds
+        # The replay may have learned them already (they were in the log by then): the held
+        # range is still gone through, skipping what the model has.
+        for _ in range(GUARD_SECONDS * 1000):
+            if "w" not in engine.learner._rebuilds:
+                break
+            await asyncio.sleep(0.001)
+        else:
+            raise AssertionError("the held rows were never all learned")
         assert max(sizes) <= 8  # read back a batch at a time
 
     run(tmp_path, scenario)
