@@ -197,10 +197,15 @@ class Learner:
         store.delete(experiment)
         with self._waiters_lock:
             self._processed.pop(experiment, None)
+            waiting = [seq for name, seq in self._waiters if name == experiment]
         rebuild = self._rebuilds.pop(experiment, None)
         if rebuild is not None:
             rebuild.abandon()
-            self._wake_held(experiment, rebuild.held)  # their rows are gone: nothing to learn
+        # Its rows are gone: nothing left to learn. All of its waiters, not only those of the
+        # rows a rebuild holds: a held batch read after the delete finds no rows, and hands
+        # none of them on. (A new experiment of the name waits for this: see Engine._deleting.)
+        for seq in waiting:
+            self._wake(experiment, seq)
 
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
