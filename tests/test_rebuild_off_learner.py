@@ -417,13 +417,9 @@ def test_a_retrain_whose_args_break_on_the_newest_event_does_not_rebuild_again(
     assert rebuilds.rebuilds == 0
 
 
-def test_a_retrain_that_cannot_read_its_catch_up_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before, the new settings were saved and the new model installed before the read, while
-    Rank kept the old model, which no longer learned (found by review)."""
-    build = HeldBuild(monkeypatch)
-    failing = {"on": True}
+def _failing_learned_rows(monkeypatch: pytest.MonkeyPatch, on: bool) -> dict[str, bool]:
+    """Reads of learned rows fail while the returned switch's "on" is set."""
+    failing = {"on": on}
     real = SQLiteDecisionLog.learned_rows
 
     def learned_rows(self: SQLiteDecisionLog, *args: object) -> object:
@@ -432,6 +428,16 @@ def test_a_retrain_that_cannot_read_its_catch_up_changes_nothing(
         return real(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SQLiteDecisionLog, "learned_rows", learned_rows)
+    return failing
+
+
+def test_a_retrain_that_cannot_read_its_catch_up_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the new settings were saved and the new model installed before the read, while
+    Rank kept the old model, which no longer learned (found by review)."""
+    build = HeldBuild(monkeypatch)
+    failing = _failing_learned_rows(monkeypatch, on=True)
     new_args = "--cb_explore_adf --squarecb -q UA"
     served: list[dict[str, float]] = []
 
@@ -643,15 +649,7 @@ def test_a_failed_read_of_held_rows_stalls_the_model_and_lets_their_waiters_go(
     """As a failed read of a batch to learn does: GetExperiment says why, the Rewards waiting
     for their events return, and a restart learns them from the log."""
     gate = Gate(monkeypatch)
-    failing = {"on": False}
-    real = SQLiteDecisionLog.learned_rows
-
-    def learned_rows(self: SQLiteDecisionLog, *args: object) -> object:
-        if failing["on"]:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SQLiteDecisionLog, "learned_rows", learned_rows)
+    failing = _failing_learned_rows(monkeypatch, on=False)
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await _setup(engine, 0.0)
