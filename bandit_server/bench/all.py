@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from bandit_server.bench import learner as learner_bench
+from bandit_server.bench import threads
 from bandit_server.bench.load import WARMUP_REQUESTS
 from bandit_server.bench.methods import BENCH_VW_ARGS
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
@@ -38,20 +39,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _load(target: str, method: str, concurrency: int, server_pid: int) -> dict[str, float]:
+def _load(
+    target: str, method: str, concurrency: int, server_pid: int, data_dir: Path
+) -> dict[str, object]:
     cpu_before = _cpu_seconds(server_pid)
+    threads_before = threads.thread_cpu(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bandit_server.bench.load", "--target", target, "--method", method,
          "--concurrency", str(concurrency), "--seconds", str(SECONDS)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, object] = json.loads(out.stdout)
     # Rank's events are learned when their 1 s windows close: wait for that, so the learning
     # is charged to this run and not to the next one.
     time.sleep(1.5)
     # Server CPU per request: steadier than req/s when other tenants take the machine's cores.
     cpu = _cpu_seconds(server_pid) - cpu_before
-    result["cpu_us_per_request"] = cpu / (result["requests"] + WARMUP_REQUESTS) * 1e6
+    requests = float(result["requests"]) + WARMUP_REQUESTS  # type: ignore[arg-type]
+    result["cpu_us_per_request"] = cpu / requests * 1e6
+    spent = threads.by_role(
+        threads_before, threads.thread_cpu(server_pid), threads.read_names(data_dir)
+    )
+    result["cpu_us_by_thread"] = {name: s / requests * 1e6 for name, s in spent.items()}
     return result
 
 
@@ -77,11 +86,11 @@ def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object
     )  # fmt: skip
     rows: list[dict[str, object]] = []
     for concurrency in (1, 32):
-        best: dict[str, dict[str, float]] = {}
+        best: dict[str, dict[str, object]] = {}
         for _ in range(ROUNDS):
             for method in METHODS:
-                result = _load(target, method, concurrency, server.pid)
-                if method not in best or result["rps"] > best[method]["rps"]:
+                result = _load(target, method, concurrency, server.pid, data_dir)
+                if method not in best or _rps(result) > _rps(best[method]):
                     best[method] = result
         for method in METHODS:
             rows.append({"sync": sync, **best[method]})
@@ -93,6 +102,20 @@ def _serve_and_measure(sync: str, data_dir: Path) -> tuple[list[dict[str, object
     server.wait(timeout=60)
     channel.close()
     return rows, {"decisions": decisions, "learned": int(status.learned_events)}
+
+
+def _rps(result: dict[str, object]) -> float:
+    return float(result["rps"])  # type: ignore[arg-type]
+
+
+def _print_threads(sync: str, rows: list[dict[str, object]]) -> None:
+    """Where each handler's server CPU went, by thread (see bench.threads)."""
+    print(f"{sync:<7}{'in flight':>10}{'handler':>9}  CPU us a request by thread: "
+          + ", ".join(threads.ROLES))  # fmt: skip
+    for row in rows:
+        spent: dict[str, float] = row["cpu_us_by_thread"]  # type: ignore[assignment]
+        print(f"{sync:<7}{row['concurrency']:>10}{row['method']:>9}  "
+              + " / ".join(f"{spent[name]:.0f}" for name in threads.ROLES))  # fmt: skip
 
 
 def main() -> None:
@@ -123,6 +146,7 @@ def main() -> None:
                     )
             print(f"{sync:<7} learner kept up: {counts['learned']} of {counts['decisions']} "
                   "decisions learned 2.5 s after the load stopped")  # fmt: skip
+            _print_threads(sync, rows)
         learn = learner_bench.run(Path(tmp) / "normal", "bench", VW_ARGS)
         results["learner"] = learn
         print(

@@ -16,6 +16,7 @@ import grpc
 from bandit_server import logging as log_config
 from bandit_server.app import App
 from bandit_server.bench.floor import FloorRank
+from bandit_server.bench.threads import write_names_forever
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.settings import Settings
 
@@ -45,7 +46,15 @@ def main() -> None:
     args = parser.parse_args()
     log_config.configure("warning")
     settings = Settings(port=args.port, data_dir=args.data_dir, sync=args.sync)
-    asyncio.run(App(settings, [empty_handler(), FloorRank().handler()]).serve_until_signal())
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    names = asyncio.create_task(write_names_forever(settings.data_dir))
+    try:
+        await App(settings, [empty_handler(), FloorRank().handler()]).serve_until_signal()
+    finally:
+        names.cancel()
 
 
 if __name__ == "__main__":
