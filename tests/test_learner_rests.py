@@ -12,7 +12,6 @@ import pytest
 from bandit_server.core.experiment import ExperimentConfig
 from bandit_server.engine import learner as learner_module
 from bandit_server.engine.engine import Engine
-from tests.test_long_windows import slow_commits
 from tests.test_rebuild_off_learner import OTHER_ARGS, _event, _handled, _rank
 from tests.test_reward_windows import Clock, run
 
@@ -77,12 +76,25 @@ def test_ranks_in_flight_counts_ranks_until_their_commit_settles(tmp_path: Path)
 
     async def scenario(engine: Engine, clock: Clock) -> None:
         await engine.create_experiment(ExperimentConfig("e", OTHER_ARGS, 10.0, 0.0))
-        restore = slow_commits(engine)
+        real, may_commit = engine._commit, asyncio.Event()
+
+        def held_commit(rows: list[object], *args: object, **kwargs: object) -> object:
+            async def later() -> object:
+                await may_commit.wait()
+                return await real(rows, *args, **kwargs)  # type: ignore[arg-type]
+
+            return asyncio.ensure_future(later())
+
+        engine._commit = held_commit  # type: ignore[method-assign,assignment]
         ranks = [asyncio.ensure_future(_rank(engine, "e", f"r{i}", 0.1)) for i in range(3)]
         repeat = asyncio.ensure_future(_rank(engine, "e", "r0", 0.1))  # answered as r0 was
-        await asyncio.sleep(0.02)
+        for _ in range(10_000):  # a bound against hanging, never reached when the code is right
+            if engine.ranks_in_flight == 4:
+                break
+            await asyncio.sleep(0.001)
         seen.append(engine.ranks_in_flight)
-        restore()
+        engine._commit = real  # type: ignore[method-assign]
+        may_commit.set()
         await asyncio.gather(*ranks, repeat)
         seen.append(engine.ranks_in_flight)
 
