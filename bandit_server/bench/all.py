@@ -42,8 +42,7 @@ def _cpu_seconds(pid: int) -> float:
 def _load(
     target: str, method: str, concurrency: int, server_pid: int, data_dir: Path
 ) -> dict[str, object]:
-    cpu_before = _cpu_seconds(server_pid)
-    threads_before = threads.thread_cpu(server_pid)
+    cpu_before, threads_before = _cpu_seconds(server_pid), threads.thread_cpu(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bandit_server.bench.load", "--target", target, "--method", method,
          "--concurrency", str(concurrency), "--seconds", str(SECONDS)],
@@ -54,12 +53,13 @@ def _load(
     # is charged to this run and not to the next one.
     time.sleep(1.5)
     # Server CPU per request: steadier than req/s when other tenants take the machine's cores.
-    cpu = _cpu_seconds(server_pid) - cpu_before
+    cpu_after, threads_after = _cpu_seconds(server_pid), threads.thread_cpu(server_pid)
+    cpu = cpu_after - cpu_before
     requests = float(result["requests"]) + WARMUP_REQUESTS  # type: ignore[arg-type]
     result["cpu_us_per_request"] = cpu / requests * 1e6
-    spent = threads.by_role(
-        threads_before, threads.thread_cpu(server_pid), threads.read_names(data_dir)
-    )
+    spent = threads.by_role(threads_before, threads_after, threads.read_names(data_dir))
+    # What the by-thread figures miss: threads that ended between the readings, rounding.
+    spent["rest"] = cpu - sum(spent.values())
     result["cpu_us_by_thread"] = {name: s / requests * 1e6 for name, s in spent.items()}
     return result
 
@@ -110,12 +110,13 @@ def _rps(result: dict[str, object]) -> float:
 
 def _print_threads(sync: str, rows: list[dict[str, object]]) -> None:
     """Where each handler's server CPU went, by thread (see bench.threads)."""
+    columns = (*threads.ROLES, "rest")
     print(f"{sync:<7}{'in flight':>10}{'handler':>9}  CPU us a request by thread: "
-          + ", ".join(threads.ROLES))  # fmt: skip
+          + ", ".join(columns))  # fmt: skip
     for row in rows:
         spent: dict[str, float] = row["cpu_us_by_thread"]  # type: ignore[assignment]
         print(f"{sync:<7}{row['concurrency']:>10}{row['method']:>9}  "
-              + " / ".join(f"{spent[name]:.0f}" for name in threads.ROLES))  # fmt: skip
+              + " / ".join(f"{spent[name]:.0f}" for name in columns))  # fmt: skip
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """The benchmark server's CPU time by thread: which of its threads a request's CPU goes to.
 
-The server writes the names of its Python threads to a file (`write_names`); the benchmark
-reads every thread's CPU time from /proc and groups it by role. Threads that are not Python's
-are gRPC core's own.
+The server writes the names of its Python threads to a file (`write_names_forever`); the
+benchmark reads every thread's CPU time from /proc and groups it by role. Of the threads that
+are not Python's, gRPC core names its own (event_engine, grpc_global_timer, ...); the others
+keep the process's name (numpy's OpenBLAS threads) and count as "other".
 """
 
 from __future__ import annotations
@@ -11,28 +12,42 @@ import asyncio
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 NAMES_FILE = "bench-threads.json"
 ROLES = ("event loop", "log writer", "learner", "gRPC poller", "gRPC core", "other")
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of process `pid`, by thread id."""
+@dataclass(frozen=True, slots=True)
+class ThreadTime:
+    tid: int
+    comm: str  # the kernel's name for it
+    seconds: float  # user + system CPU
+
+
+def thread_cpu(pid: int) -> dict[tuple[int, int], ThreadTime]:
+    """Each thread of process `pid`, keyed by (thread id, start time): the kernel may give a
+    new thread the id of one that ended."""
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu: dict[int, float] = {}
+    threads: dict[tuple[int, int], ThreadTime] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            comm, fields = (task / "stat").read_text().rsplit(")", 1)
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        cpu[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    return cpu
+        values = fields.split()
+        tid = int(task.name)
+        threads[tid, int(values[19])] = ThreadTime(
+            tid, comm.split("(", 1)[1], (int(values[11]) + int(values[12])) / ticks
+        )
+    return threads
 
 
-def role(name: str | None) -> str:
+def role(name: str | None, comm: str) -> str:
+    """`name`: the Python thread's name, None for a thread Python did not start."""
     if name is None:
-        return "gRPC core"
+        return "other" if comm.startswith("python") else "gRPC core"
     if name == "MainThread":
         return "event loop"
     if name in ("log-writer", "learner"):
@@ -43,20 +58,29 @@ def role(name: str | None) -> str:
 
 
 def by_role(
-    before: dict[int, float], after: dict[int, float], names: dict[int, str]
+    before: dict[tuple[int, int], ThreadTime],
+    after: dict[tuple[int, int], ThreadTime],
+    names: dict[int, str],
 ) -> dict[str, float]:
-    """CPU seconds spent between the two readings, by role."""
+    """CPU seconds the threads alive at `after` spent since `before`, by role (a thread that
+    started meanwhile counts whole; one that ended is not there)."""
     spent = dict.fromkeys(ROLES, 0.0)
-    for tid, seconds in after.items():
-        spent[role(names.get(tid))] += seconds - before.get(tid, 0.0)
+    for key, thread in after.items():
+        earlier = before.get(key)
+        used = thread.seconds - (earlier.seconds if earlier is not None else 0.0)
+        spent[role(names.get(thread.tid), thread.comm)] += used
     return spent
 
 
 def read_names(data_dir: Path) -> dict[int, str]:
+    """The names the server wrote, by thread id; raises if it wrote none."""
+    path = data_dir / NAMES_FILE
     try:
-        names = json.loads((data_dir / NAMES_FILE).read_text())
+        names = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
+        raise RuntimeError(
+            f"the bench server wrote no thread names to {path}: is it bench.server?"
+        ) from None
     return {int(tid): name for tid, name in names.items()}
 
 
@@ -67,5 +91,5 @@ async def write_names_forever(data_dir: Path) -> None:
     while True:
         names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         scratch.write_text(json.dumps(names))
-        scratch.replace(path)
+        scratch.replace(path)  # a reader never sees half a file
         await asyncio.sleep(0.5)

@@ -49,8 +49,8 @@ WAL_CHECKPOINT_SECONDS = 1.0
 # learned), not while stopping. Nor while more than a couple of Ranks wait for their commit
 # (checked each slice): then the event loop has work queued whenever the learner holds the
 # GIL, and the switch interval already shares it; resting only adds GIL handoffs and context
-# switches (measured at 32 in flight: the learner's CPU per event 25-50% higher, for no gain
-# in Rank's throughput or tail).
+# switches (measured at 32 in flight: the learner's CPU a request 20-50% higher, for no gain
+# in Rank's throughput).
 LEARN_SLICE_SECONDS = 0.0002
 LEARN_REST_SECONDS = 0.00005
 REST_MAX_RANKS_IN_FLIGHT = 2

@@ -7,7 +7,10 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from bandit_server.bench import threads
+from bandit_server.bench.threads import ThreadTime
 
 
 def test_thread_cpu_reads_every_thread_of_the_process() -> None:
@@ -15,27 +18,37 @@ def test_thread_cpu_reads_every_thread_of_the_process() -> None:
     worker = threading.Thread(target=done.wait, name="learner")
     worker.start()
     try:
-        cpu = threads.thread_cpu(os.getpid())
-        assert threading.get_native_id() in cpu
-        assert worker.native_id in cpu
-        assert all(seconds >= 0 for seconds in cpu.values())
+        found = threads.thread_cpu(os.getpid())
+        tids = {thread.tid for thread in found.values()}
+        assert {threading.get_native_id(), worker.native_id} <= tids
+        assert all(thread.seconds >= 0 and thread.comm for thread in found.values())
     finally:
         done.set()
         worker.join()
 
 
-def test_cpu_is_grouped_by_role_and_unnamed_threads_are_grpc_core() -> None:
+def _times(*threads_: tuple[int, int, str, float]) -> dict[tuple[int, int], ThreadTime]:
+    return {(tid, start): ThreadTime(tid, comm, s) for tid, start, comm, s in threads_}
+
+
+def test_cpu_is_grouped_by_role() -> None:
     names = {1: "MainThread", 2: "log-writer", 3: "learner", 4: "Thread-1 (_poll_wrapper)",
              5: "log-read_0"}  # fmt: skip
-    before = {1: 1.0, 2: 0.5, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.0}
-    after = {1: 1.5, 2: 0.75, 3: 0.25, 4: 0.125, 5: 0.0625, 6: 2.0, 7: 1.0}  # 7 started since
+    before = _times((1, 0, "python", 1.0), (2, 0, "python", 0.5), (3, 0, "python", 0.0),
+                    (6, 0, "event_engine", 0.25), (9, 0, "python", 0.5))  # fmt: skip
+    after = _times((1, 0, "python", 1.5), (2, 0, "python", 0.75), (3, 0, "python", 0.25),
+                   (4, 0, "python", 0.125), (5, 0, "python", 0.0625),
+                   (6, 0, "event_engine", 2.25),  # gRPC core names its threads
+                   (7, 0, "grpc_global_tim", 1.0),  # started since: counts whole
+                   (8, 0, "python", 0.5),  # not Python's, kept the process's name (OpenBLAS)
+                   (9, 5, "python", 0.125))  # fmt: skip  # an id reused: another thread
     assert threads.by_role(before, after, names) == {
         "event loop": 0.5,
         "log writer": 0.25,
         "learner": 0.25,
         "gRPC poller": 0.125,
         "gRPC core": 3.0,
-        "other": 0.0625,
+        "other": 0.0625 + 0.5 + 0.125,
     }
 
 
@@ -48,4 +61,8 @@ def test_the_server_writes_its_threads_names(tmp_path: Path) -> None:
 
     names = asyncio.run(scenario())
     assert names[threading.get_native_id()] == "MainThread"
-    assert threads.read_names(tmp_path / "missing") == {}
+
+
+def test_a_server_that_wrote_no_names_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="wrote no thread names"):
+        threads.read_names(tmp_path)
