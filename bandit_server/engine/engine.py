@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -792,15 +792,23 @@ class Engine:
         closed; NotFound for an unknown event. Read off the event loop (four reads, which may
         wait for the disk); other inputs for the event, and its close, wait meanwhile, so that
         each reads it only after the one before has committed."""
-        assert self._loop is not None
-        reading: asyncio.Future[None] = self._loop.create_future()
-        self._busy[key] = reading
-        try:
+        with self._busy_while([key]):
             return await self._read(self._window_from_log, *key)
+
+    @contextlib.contextmanager
+    def _busy_while(self, keys: list[tuple[str, str]]) -> Iterator[None]:
+        """Inputs for these events, and their close, wait (see `_busy`) until the block ends."""
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        for key in keys:
+            self._busy[key] = done
+        try:
+            yield
         finally:
-            if self._busy.get(key) is reading:
-                del self._busy[key]
-            reading.set_result(None)
+            for key in keys:
+                if self._busy.get(key) is done:
+                    del self._busy[key]
+            done.set_result(None)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)`, a read of the log, on the read threads (see `_reads`)."""
@@ -932,24 +940,16 @@ class Engine:
         if rows:
             # An input for these waits for this commit (see _record_outcome), so that one that
             # brings its window back from the log finds it learned.
-            assert self._loop is not None
-            committing: asyncio.Future[None] = self._loop.create_future()
             keys = [(runtime.config.name, event.event_id) for runtime, event, _ in closed]
-            for key in keys:
-                self._busy[key] = committing
-            try:
-                await self._commit(rows)
-            except Unavailable:
-                for runtime, event, before in closed:  # reopen them: the next tick retries
-                    joiner.restore(event, before)
-                    if self._runtimes.get(runtime.config.name) is runtime:
-                        self._hold(runtime, event)
-                raise
-            finally:
-                for key in keys:
-                    if self._busy.get(key) is committing:
-                        del self._busy[key]
-                committing.set_result(None)
+            with self._busy_while(keys):
+                try:
+                    await self._commit(rows)
+                except Unavailable:
+                    for runtime, event, before in closed:  # reopen them: the next tick retries
+                        joiner.restore(event, before)
+                        if self._runtimes.get(runtime.config.name) is runtime:
+                            self._hold(runtime, event)
+                    raise
         for runtime, event, _ in closed:
             runtime.closed_until = max(runtime.closed_until, event.deadline)
         return len(closed)
