@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -197,15 +198,13 @@ class Learner:
         store.delete(experiment)
         with self._waiters_lock:
             self._processed.pop(experiment, None)
-            waiting = [seq for name, seq in self._waiters if name == experiment]
         rebuild = self._rebuilds.pop(experiment, None)
         if rebuild is not None:
             rebuild.abandon()
         # Its rows are gone: nothing left to learn. All of its waiters, not only those of the
         # rows a rebuild holds: a held batch read after the delete finds no rows, and hands
         # none of them on. (A new experiment of the name waits for this: see Engine._deleting.)
-        for seq in waiting:
-            self._wake(experiment, seq)
+        self._wake_waiting(experiment)
 
     def stop(self) -> None:
         """Learn everything queued, checkpoint every model, then stop."""
@@ -328,7 +327,7 @@ class Learner:
             log.exception("learning_stalled", experiment=experiment)
             chunk = []
             self._mark_handled(experiment, held.up_to_seq)
-            self._wake_held(experiment, held)
+            self._wake_waiting(experiment, held.up_to_seq)
         held.after_seq = chunk[-1].seq if len(chunk) == MAX_BATCH else held.up_to_seq
         if not held and self._rebuilds.get(experiment) is rebuild:
             del self._rebuilds[experiment]
@@ -436,13 +435,11 @@ class Learner:
                     model.skip(damage.item.seq)
         rebuild.draining = True
 
-    def _wake_held(self, experiment: str, held: HeldRows) -> None:
+    def _wake_waiting(self, experiment: str, up_to_seq: float = math.inf) -> None:
+        """Let go of all those waiting for the experiment's rows up to `up_to_seq` (those of
+        rows before the ones held were let go as their rows were handled)."""
         with self._waiters_lock:
-            seqs = [
-                seq
-                for name, seq in self._waiters
-                if name == experiment and held.after_seq < seq <= held.up_to_seq
-            ]
+            seqs = [seq for name, seq in self._waiters if name == experiment and seq <= up_to_seq]
         for seq in seqs:
             self._wake(experiment, seq)
 
