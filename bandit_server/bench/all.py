@@ -33,16 +33,10 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _load(
     target: str, method: str, concurrency: int, server_pid: int, data_dir: Path
 ) -> dict[str, object]:
-    cpu_before, threads_before = _cpu_seconds(server_pid), threads.thread_cpu(server_pid)
+    cpu_before, threads_before = threads.process_cpu(server_pid), threads.thread_cpu(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bandit_server.bench.load", "--target", target, "--method", method,
          "--concurrency", str(concurrency), "--seconds", str(SECONDS)],
@@ -53,7 +47,7 @@ def _load(
     # is charged to this run and not to the next one.
     time.sleep(1.5)
     # Server CPU per request: steadier than req/s when other tenants take the machine's cores.
-    cpu_after, threads_after = _cpu_seconds(server_pid), threads.thread_cpu(server_pid)
+    cpu_after, threads_after = threads.process_cpu(server_pid), threads.thread_cpu(server_pid)
     cpu = cpu_after - cpu_before
     requests = float(result["requests"]) + WARMUP_REQUESTS  # type: ignore[arg-type]
     result["cpu_us_per_request"] = cpu / requests * 1e6

@@ -26,21 +26,32 @@ class ThreadTime:
     seconds: float  # user + system CPU
 
 
+def _stat(path: Path) -> tuple[str, list[str]]:
+    """A /proc stat file: the name in parentheses (it may hold spaces), and the fields after."""
+    head, fields = path.read_text().rsplit(")", 1)
+    return head.split("(", 1)[1], fields.split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # user + system
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of process `pid`, all its threads, those that ended too."""
+    return _cpu_seconds(_stat(Path(f"/proc/{pid}/stat"))[1])
+
+
 def thread_cpu(pid: int) -> dict[tuple[int, int], ThreadTime]:
     """Each thread of process `pid`, keyed by (thread id, start time): the kernel may give a
     new thread the id of one that ended."""
-    ticks = os.sysconf("SC_CLK_TCK")
     threads: dict[tuple[int, int], ThreadTime] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            comm, fields = (task / "stat").read_text().rsplit(")", 1)
+            comm, fields = _stat(task / "stat")
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        values = fields.split()
         tid = int(task.name)
-        threads[tid, int(values[19])] = ThreadTime(
-            tid, comm.split("(", 1)[1], (int(values[11]) + int(values[12])) / ticks
-        )
+        threads[tid, int(fields[19])] = ThreadTime(tid, comm, _cpu_seconds(fields))
     return threads
 
 

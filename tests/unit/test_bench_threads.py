@@ -22,6 +22,7 @@ def test_thread_cpu_reads_every_thread_of_the_process() -> None:
         tids = {thread.tid for thread in found.values()}
         assert {threading.get_native_id(), worker.native_id} <= tids
         assert all(thread.seconds >= 0 and thread.comm for thread in found.values())
+        assert threads.process_cpu(os.getpid()) >= max(t.seconds for t in found.values())
     finally:
         done.set()
         worker.join()
