@@ -161,6 +161,34 @@ def test_the_writer_waits_for_another_connections_lock_then_gives_up_after_the_t
         log.close()
 
 
+def test_learn_batch_reads_a_batch_in_one_statement_and_keeps_the_text_exact(
+    manual: ManualLog,
+) -> None:
+    """The batch's decisions and marks come back as one row of JSON; example text with
+    control characters, quotes, backslashes and non-ASCII, odd event ids, and probabilities
+    bit for bit survive the round trip."""
+    c_json = '{"U":{"s":"\\u0001\\t é 😀 \\"q\\" \\\\"},"_multi":[{"A":{"v":"0"}}]}'
+    ids = ["plain", 'quote"d', "back\\slash", "ü😀", "tab\tid"]
+    manual.submit(
+        [
+            _decision(event_id, c_json=c_json, ranking=(i % 3, 0, 1), probabilities=(0.1 + 0.2,))
+            for i, event_id in enumerate(ids)
+        ]
+    )
+    learned = manual.submit([LearnedRow("exp", event_id, -1.5, 0.0) for event_id in ids])
+    manual.commit()
+    [(_, rows)] = learned
+    manual.log.mark_unlearnable("exp", "--a", rows[1].seq, ids[1], "broke it", True, 1.0)
+    seen = _statements_run(manual.log._reader())
+    items = manual.log.learn_batch("exp", rows, "--a")
+    assert len(seen) == 1
+    assert [item.event_id for item in items] == [ids[0], *ids[2:]]
+    assert all(item.c_json == c_json for item in items)
+    assert [item.chosen_index for item in items] == [0, 2, 0, 1]
+    assert all(item.probability == 0.1 + 0.2 for item in items)
+    assert [item.event_id for item in manual.log.learn_batch("exp", rows)] == ids
+
+
 def test_the_writer_commits_once_another_connections_lock_is_let_go(tmp_path: Path) -> None:
     """A commit that finds the write lock taken is tried again, not failed, while the lock is
     held: the job commits once it is free."""

@@ -298,7 +298,7 @@ def test_learn_batch_returns_items_in_the_given_order(manual: ManualLog) -> None
 
 
 def test_learn_batch_handles_more_rows_than_one_query_binds(manual: ManualLog) -> None:
-    """More than 500 rows (split across queries) still come back complete and in order."""
+    """More rows than one query could bind one by one come back complete and in order."""
     manual.submit([_decision(f"e{i}", ranking=(i % 3, 0)) for i in range(1203)])
     manual.commit()
     rows = [LearnedRow("exp", f"e{i}", float(i), 0.0, i + 1) for i in reversed(range(1203))]
