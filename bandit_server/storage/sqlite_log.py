@@ -82,6 +82,10 @@ WAL_RESTART_FRAMES = 4096
 RESTART_WAIT_MS = 20
 
 
+class _NotInOneRow(Exception):
+    """A learner batch that _LEARN_BATCH cannot read: an id with U+0000, or too much text."""
+
+
 class SQLiteDecisionLog:
     """Decisions, rewards, activations and the learner's order, in `data_dir/decisions.sqlite3`."""
 
@@ -441,16 +445,12 @@ class SQLiteDecisionLog:
         self, experiment: str, rows: Sequence[LearnedRow], vw_args: str | None = None
     ) -> list[LearnItem]:
         """The example text and label of each learned row, in the given order, but those marked
-        unlearnable under `vw_args`; one query, whose one row holds them all (_LEARN_BATCH)."""
-        event_ids = json.dumps([row.event_id for row in rows])
-        seqs = "[]" if vw_args is None else json.dumps([row.seq for row in rows])
-        decisions, marks = (
-            self._reader()
-            .execute(_LEARN_BATCH, (experiment, event_ids, vw_args, ANY_ARGS, seqs))
-            .fetchone()
-        )
-        found = {d[0]: (d[1], d[2], d[3]) for d in json.loads(decisions)}
-        marked = set(json.loads(marks))
+        unlearnable under `vw_args`: one query whose one row holds them all (_LEARN_BATCH), or,
+        where that cannot work, a query or two per 500 rows."""
+        try:
+            found, marked = self._read_batch_at_once(experiment, rows, vw_args)
+        except _NotInOneRow:
+            found, marked = self._read_batch_by_rows(experiment, rows, vw_args)
         items = []
         for row in rows:
             if row.seq in marked:
@@ -462,6 +462,45 @@ class SQLiteDecisionLog:
             probability = float(json.loads(probabilities)[0])
             items.append(LearnItem(row.seq, row.event_id, c_json, chosen, probability, row.cost))
         return items
+
+    def _read_batch_at_once(
+        self, experiment: str, rows: Sequence[LearnedRow], vw_args: str | None
+    ) -> tuple[dict[str, tuple[str, str, str]], set[int]]:
+        ids = [row.event_id for row in rows]
+        if any("\x00" in event_id for event_id in ids):
+            raise _NotInOneRow  # SQLite's json_each cuts a string at U+0000
+        seqs = "[]" if vw_args is None else json.dumps([row.seq for row in rows])
+        try:
+            decisions, marks = (
+                self._reader()
+                .execute(_LEARN_BATCH, (experiment, json.dumps(ids), vw_args, ANY_ARGS, seqs))
+                .fetchone()
+            )
+        except sqlite3.DataError as exc:  # past SQLite's longest string (1 GB): huge requests
+            raise _NotInOneRow from exc
+        return {d[0]: (d[1], d[2], d[3]) for d in json.loads(decisions)}, set(json.loads(marks))
+
+    def _read_batch_by_rows(
+        self, experiment: str, rows: Sequence[LearnedRow], vw_args: str | None
+    ) -> tuple[dict[str, tuple[str, str, str]], set[int]]:
+        found: dict[str, tuple[str, str, str]] = {}
+        marked: set[int] = set()
+        for chunk, marks in _in_chunks(rows):
+            query = self._reader().execute(
+                "SELECT event_id, c_json, ranking, probabilities FROM decisions"
+                f" WHERE experiment = ? AND event_id IN ({marks})",
+                (experiment, *(row.event_id for row in chunk)),
+            )
+            found.update((r[0], (r[1], r[2], r[3])) for r in query)
+            if vw_args is not None:
+                marked.update(
+                    seq
+                    for (seq,) in self._reader().execute(
+                        f"SELECT seq FROM unlearnable WHERE vw_args IN (?, ?) AND seq IN ({marks})",
+                        (vw_args, ANY_ARGS, *(row.seq for row in chunk)),
+                    )
+                )
+        return found, marked
 
     def learned_count(self, experiment: str, up_to_seq: int | None = None) -> int:
         if up_to_seq is None:

@@ -222,3 +222,33 @@ def test_the_writer_commits_once_another_connections_lock_is_let_go(tmp_path: Pa
     finally:
         other.close()
         log.close()
+
+
+def test_learn_batch_reads_ids_with_nul_row_by_row(manual: ManualLog) -> None:
+    """SQLite's json_each cuts a string at U+0000, so such a batch is read as before, a row
+    at a time, and nothing is lost or stalls."""
+    ids = ["plain", "nul\x00inside"]
+    manual.submit([_decision(event_id) for event_id in ids])
+    learned = manual.submit([LearnedRow("exp", event_id, -1.0, 0.0) for event_id in ids])
+    manual.commit()
+    [(_, rows)] = learned
+    manual.log.mark_unlearnable("exp", "--a", rows[0].seq, ids[0], "broke it", True, 1.0)
+    assert [item.event_id for item in manual.log.learn_batch("exp", rows)] == ids
+    assert [item.event_id for item in manual.log.learn_batch("exp", rows, "--a")] == ids[1:]
+
+
+def test_learn_batch_past_sqlites_longest_string_is_read_row_by_row(manual: ManualLog) -> None:
+    """The one row of _LEARN_BATCH holds the whole batch's text; past SQLite's longest string
+    (1 GB; lowered here) the batch is read a row at a time instead."""
+    ids = [f"e{i}" for i in range(200)]
+    manual.submit([_decision(event_id) for event_id in ids])
+    learned = manual.submit([LearnedRow("exp", event_id, -1.0, 0.0) for event_id in ids])
+    manual.commit()
+    [(_, rows)] = learned
+    reader = manual.log._reader()
+    reader.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # one row's text fits, 200 do not
+    with pytest.raises(sqlite3.DataError):
+        reader.execute("SELECT json_group_array(c_json) FROM decisions").fetchone()
+    items = manual.log.learn_batch("exp", rows, "--a")
+    assert [item.event_id for item in items] == ids
+    assert all(item.c_json == _decision("x").c_json for item in items)
