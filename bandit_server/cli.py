@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +13,9 @@ from pathlib import Path
 from bandit_server import logging as log_config
 from bandit_server.errors import BanditError
 from bandit_server.offline.evaluate_cli import add_offline_commands
+
+# What a shell reports for a program that SIGPIPE ended (128 + the signal's number).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -37,8 +42,17 @@ def _export(args: argparse.Namespace) -> int:
 
     lines = iter_dsjson(args.data_dir, args.experiment)
     if args.output is None:
-        for line in lines:
-            sys.stdout.write(line + "\n")
+        try:
+            for line in lines:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): end quietly, as a shell tool killed by
+            # SIGPIPE would, instead of a traceback. Python flushes stdout again at exit, which
+            # would fail the same way, so it goes to /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         return 0
     tmp = args.output.with_name(args.output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as out:
