@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import sqlite3
 from collections.abc import Sequence
 
 import grpc
 import structlog
 
 from bandit_server.engine.engine import Engine
-from bandit_server.errors import NotFound
+from bandit_server.errors import CannotStart, NotFound
 from bandit_server.rpc.server import build_server
 from bandit_server.settings import Settings
+from bandit_server.storage.dir_lock import DataDirLock
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,7 @@ class App:
             synchronous=settings.sync.upper(),
             checkpoint_interval=settings.checkpoint_interval_seconds,
         )
+        self._lock = DataDirLock(settings.data_dir)
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -55,7 +58,31 @@ class App:
 
         `freeze_heap`: see freeze_startup_heap; for a served process, not for tests that run
         many apps in one process."""
-        await self.engine.start()
+        self._lock.acquire()
+        try:
+            await self._start_engine()
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            await self._declare_and_listen(freeze_heap)
+        except BaseException:
+            await self.engine.stop()
+            self._lock.release()
+            raise
+        log.info("server_listening", host=self.settings.host, port=self.port)
+        return self.port
+
+    async def _start_engine(self) -> None:
+        try:
+            await self.engine.start()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            # Not a file we may write, or not a decision log: say which, not a traceback.
+            raise CannotStart(
+                f"--data-dir {str(self.settings.data_dir)!r} cannot be used: {exc}"
+            ) from exc
+
+    async def _declare_and_listen(self, freeze_heap: bool) -> None:
         for config in self.settings.experiments:
             try:
                 current = self.engine.get_experiment(config.name).config
@@ -73,14 +100,15 @@ class App:
             self._extra_handlers,
             max_actions=self.settings.max_actions,
         )
-        log.info("server_listening", host=self.settings.host, port=self.port)
-        return self.port
 
     async def stop(self) -> None:
         """Drain in-flight calls, then flush the log, learn what is queued and checkpoint."""
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_seconds)
-        await self.engine.stop()
+        try:
+            await self.engine.stop()
+        finally:
+            self._lock.release()
 
     async def serve_until_signal(self) -> None:
         await self.start(freeze_heap=True)

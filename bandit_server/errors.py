@@ -27,6 +27,11 @@ class Unavailable(BanditError):
     """The service is shutting down or overloaded; the call may succeed later."""
 
 
+class CannotStart(BanditError):
+    """The server cannot start as configured: its data directory or address is unusable or
+    taken. The message names which and why."""
+
+
 def describe(value: object, limit: int = 80) -> str:
     """Quote a user-supplied value for an error message, shortened so messages stay readable."""
     text = repr(value)

@@ -11,6 +11,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from bandit_server.engine.engine import Engine
+from bandit_server.errors import CannotStart
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2 as pb
 from bandit_server.rpc.generated.bandit.v1 import bandit_pb2_grpc as pb_grpc
 from bandit_server.rpc.interceptors import LoggingContextInterceptor
@@ -41,7 +42,11 @@ async def build_server(
 
     `extra_handlers` lets benchmarks add a baseline service on the very same server setup.
     """
-    server = grpc.aio.server(interceptors=[LoggingContextInterceptor()])
+    # Without SO_REUSEPORT (gRPC's default on Linux), a second server on a port already in use
+    # fails to start instead of quietly taking a share of the first one's connections.
+    server = grpc.aio.server(
+        interceptors=[LoggingContextInterceptor()], options=[("grpc.so_reuseport", 0)]
+    )
     if extra_handlers:
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     pb_grpc.add_BanditServiceServicer_to_server(BanditServicer(engine, max_actions), server)
@@ -53,9 +58,15 @@ async def build_server(
          reflection.SERVICE_NAME),
         server,
     )  # fmt: skip
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio raises "Failed to bind" where older ones returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"could not listen on {host}:{port}")
+        raise CannotStart(
+            f"cannot listen on {host}:{port}: the port is in use or the address is not this "
+            "machine's (--host, --port)"
+        )
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
