@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import os
 import signal
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bandit_server import logging as log_config
-from bandit_server.errors import BanditError
+from bandit_server.errors import BanditError, InvalidArgument
 from bandit_server.offline.evaluate_cli import add_offline_commands
 
 # What a shell reports for a program that SIGPIPE ended (128 + the signal's number).
@@ -54,12 +55,41 @@ def _export(args: argparse.Namespace) -> int:
             os.dup2(devnull, sys.stdout.fileno())
             return EXIT_BROKEN_PIPE
         return 0
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for line in lines:
-            out.write(line + "\n")
-    tmp.replace(args.output)
+    _write_lines(args.output, lines)
     return 0
+
+
+def _write_lines(target: Path, lines: Iterator[str]) -> None:
+    """Write `lines` to `target`: a regular file is replaced whole once every line is written
+    (through a symlink, the file it points to), so a failure leaves the old one; anything
+    else that exists (a pipe, `/dev/stdout`, a process substitution) is written straight."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        message = f"{str(target)!r} cannot be used: {exc.strerror}"
+        raise InvalidArgument("--output", message) from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InvalidArgument("--output", f"{str(target)!r} is a directory")
+    try:
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(target, "w", encoding="utf-8") as out:
+                out.writelines(line + "\n" for line in lines)
+            return
+        final = Path(os.path.realpath(target))
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                out.writelines(line + "\n" for line in lines)
+            tmp.replace(final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise InvalidArgument(
+            "--output", f"{str(target)!r} cannot be written: {exc.strerror or exc}"
+        ) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,3 +82,47 @@ def test_export_of_an_unknown_experiment_names_it(data_dir: Path) -> None:
     assert process.returncode == 2
     assert out == b""
     assert "'nope'" in err.decode() and "does not exist" in err.decode()
+
+
+def test_export_output_that_cannot_be_a_file_is_named_and_leaves_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A directory, a missing parent directory, or an unknown experiment: exit 2 with the
+    reason, and no file (nor a half-written .tmp) left anywhere."""
+    cases = {
+        str(tmp_path): "is a directory",
+        str(tmp_path / "missing" / "w.dsjson"): "cannot be written: No such file or directory",
+    }
+    for output, reason in cases.items():
+        process = _export("--data-dir", str(data_dir), "--experiment", "w", "--output", output)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 2, err
+        assert f"--output: {output!r} {reason}" in err.decode()
+    target = tmp_path / "nope.dsjson"
+    process = _export("--data-dir", str(data_dir), "--experiment", "nope", "--output", str(target))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "does not exist" in err.decode()
+    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path.parent / (tmp_path.name + ".tmp")).exists()
+
+
+def test_export_through_a_symlink_replaces_the_file_it_points_to(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "real.dsjson"
+    target.write_text("old\n")
+    link = tmp_path / "link.dsjson"
+    link.symlink_to(target)
+    process = _export("--data-dir", str(data_dir), "--experiment", "w", "--output", str(link))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert link.is_symlink()
+    assert target.read_text().splitlines() == list(iter_dsjson(data_dir, "w"))
+
+
+def test_export_into_a_pipe_named_as_output_writes_straight_to_it(data_dir: Path) -> None:
+    """`--output /dev/stdout` (or a process substitution) is not replaced: it is written."""
+    process = _export("--data-dir", str(data_dir), "--experiment", "w", "--output", "/dev/stdout")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert out.decode().splitlines() == list(iter_dsjson(data_dir, "w"))
