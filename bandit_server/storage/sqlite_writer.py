@@ -326,7 +326,7 @@ class GroupCommitWriter:
             self.last_error = exc
             learned = []
         if not learned or not self._write(batch):
-            log.warning("log_batch_failed", error=repr(self.last_error), jobs=len(jobs))
+            self._log_failed_batch(len(jobs))
             # Retry one by one so a bad row (a repeated event id) fails only its own request.
             for job in jobs:
                 self._commit_one(job)
@@ -356,6 +356,13 @@ class GroupCommitWriter:
                 con.execute("ROLLBACK")
             return False
         return True
+
+    def _log_failed_batch(self, jobs: int) -> None:
+        error = self.last_error
+        # A repeated event id is Rank's documented way to retry (the UNIQUE constraint is the
+        # check): not a failure an operator must look at.
+        log_at = log.info if _is_repeated_id(error) else log.warning
+        log_at("log_batch_failed", error=repr(error), jobs=jobs, repeated_id=_is_repeated_id(error))
 
     def _write(self, batch: _Batch, wait_for_lock: bool = True) -> bool:
         """The batch's transaction. While another connection holds SQLite's write lock (a mark
@@ -392,12 +399,16 @@ class GroupCommitWriter:
             error = None if committed else _failure(job, self.last_error)
         if error is not None:
             if not wait_for_lock:  # a batch of its own, logged as the writer thread logs one
-                log.warning("log_batch_failed", error=repr(self.last_error), jobs=1)
+                self._log_failed_batch(1)
             job.done(error, [])
             return True
         self._next_learned_seq = batch.next_learned_seq
         job.done(None, mine)
         return True
+
+
+def _is_repeated_id(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_UNIQUE
 
 
 def _is_busy(exc: BaseException) -> bool:

@@ -449,6 +449,8 @@ def test_threaded_writer_runs_callbacks_on_its_thread_and_isolates_a_duplicate(
     assert isinstance(results["dup"][1], DuplicateDecision)
     failed_batches = [e for e in events if e["event"] == "log_batch_failed"]
     assert [e["jobs"] for e in failed_batches] == [3]  # a, dup and b shared one transaction
+    # A repeated event id is how Rank is retried: noted, not warned about.
+    assert [(e["log_level"], e["repeated_id"]) for e in failed_batches] == [("info", True)]
 
 
 def test_a_small_submit_is_committed_on_the_callers_thread_only_when_nothing_waits(
@@ -553,7 +555,9 @@ def test_a_commit_failing_on_the_callers_thread_fails_its_job_there(tmp_path: Pa
     errors: list[BaseException | None] = []
     try:
         writer._transaction = full  # type: ignore[method-assign]
-        assert log.submit([_decision("e1")], lambda error, _: errors.append(error)) is True
+        with capture_logs() as events:
+            assert log.submit([_decision("e1")], lambda error, _: errors.append(error)) is True
+        assert [(e["event"], e["log_level"]) for e in events] == [("log_batch_failed", "warning")]
         writer._transaction = real  # type: ignore[method-assign]
         assert log.submit([_decision("e2")], lambda error, _: errors.append(error)) is True
         assert log.decision("exp", "e1") is None and log.decision("exp", "e2") is not None
