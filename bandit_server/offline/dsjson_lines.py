@@ -35,7 +35,11 @@ def read_lines(path: Path) -> Iterator[str]:
         compressed = probe.read(2) == b"\x1f\x8b"
     opener: Any = gzip.open if compressed else open
     with opener(path, "rt", encoding="utf-8") as handle:
-        yield from handle
+        try:
+            yield from handle
+        except UnicodeDecodeError as exc:  # a binary file given as the log
+            # No line number: text is decoded a buffer ahead of the lines handed out.
+            raise InvalidArgument("log", f"{str(path)!r} is not UTF-8 text: {exc.reason}") from exc
 
 
 class LogColumns:

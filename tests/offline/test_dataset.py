@@ -228,3 +228,14 @@ def test_missing_file_and_empty_log_are_named(tmp_path: Path) -> None:
         load_dsjson(tmp_path / "nope.json")
     with pytest.raises(InvalidArgument, match="no events"):
         load_dsjson(["", "  "])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_log_that_is_not_utf8_text_is_named(tmp_path: Path, compressed: bool) -> None:
+    """Garbage bytes (a binary file passed as the log) fail with the file and where."""
+    good = json.dumps({"_label_cost": 0, "c": {"_multi": [{}]}}) + "\n"
+    data = (good * 3).encode() + b"\xff\xfe\x00garbage\n"
+    path = tmp_path / ("log.jsonl.gz" if compressed else "log.jsonl")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    with pytest.raises(InvalidArgument, match=r"log: .*log\.jsonl.* is not UTF-8 text"):
+        load_dsjson(path)
