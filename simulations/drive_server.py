@@ -48,7 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-            raise
+            return _failed(exc)
+    try:
+        _drive(args, bandit)
+    except grpc.RpcError as exc:  # the server stopped or refused: say so, not a traceback
+        return _failed(exc)
+    return 0
+
+
+def _failed(exc: grpc.RpcError) -> int:
+    print(f"the server answered {exc.code().name}: {exc.details()}", file=sys.stderr)
+    return 1
+
+
+def _drive(args: argparse.Namespace, bandit: pb_grpc.BanditServiceStub) -> None:
     env = SegmentEnvironment()
     actions = converters.action_messages(action_from_mapping(a) for a in env.actions())
     best = clicks = 0
@@ -77,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     rates_table = env.click_rates or ()
     oracle = sum(max(rates) for rates in rates_table) / env.n_segments
     print(f"oracle click rate {oracle:.3f}; uniform best-variant share {1 / env.n_variants:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
