@@ -67,8 +67,10 @@ class App:
         try:
             await self._declare_and_listen(freeze_heap)
         except BaseException:
-            await self.engine.stop()
-            self._lock.release()
+            try:
+                await self.engine.stop()
+            finally:
+                self._lock.release()
             raise
         log.info("server_listening", host=self.settings.host, port=self.port)
         return self.port

@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,27 +43,28 @@ def _export(args: argparse.Namespace) -> int:
     from bandit_server.export import iter_dsjson
 
     lines = iter_dsjson(args.data_dir, args.experiment)
-    if args.output is None:
-        try:
+    try:
+        if args.output is None:
             for line in lines:
                 sys.stdout.write(line + "\n")
             sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader stopped early (`| head`): end quietly, as a shell tool killed by
-            # SIGPIPE would, instead of a traceback. Python flushes stdout again at exit, which
-            # would fail the same way, so it goes to /dev/null first.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return EXIT_BROKEN_PIPE
-        return 0
-    _write_lines(args.output, lines)
+        else:
+            _write_lines(args.output, lines)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`, or a pipe given as --output): end quietly, as a
+        # shell tool killed by SIGPIPE would, instead of a traceback. Python flushes stdout
+        # again at exit, which would fail the same way, so it goes to /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return 0
 
 
 def _write_lines(target: Path, lines: Iterator[str]) -> None:
     """Write `lines` to `target`: a regular file is replaced whole once every line is written
-    (through a symlink, the file it points to), so a failure leaves the old one; anything
-    else that exists (a pipe, `/dev/stdout`, a process substitution) is written straight."""
+    (through a symlink, the file it points to; its mode kept), so a failure leaves the old one;
+    anything else that exists (a pipe, `/dev/stdout`, a process substitution) is written
+    straight."""
     try:
         mode = os.stat(target).st_mode
     except FileNotFoundError:
@@ -78,18 +80,30 @@ def _write_lines(target: Path, lines: Iterator[str]) -> None:
                 out.writelines(line + "\n" for line in lines)
             return
         final = Path(os.path.realpath(target))
-        tmp = final.with_name(final.name + ".tmp")
+        # A name of its own: not another export's, nor a file the user keeps as `<name>.tmp`.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        tmp = Path(tmp_name)
         try:
-            with open(tmp, "w", encoding="utf-8") as out:
+            with open(fd, "w", encoding="utf-8") as out:
+                os.chmod(out.fileno(), stat.S_IMODE(mode) if mode is not None else _new_file_mode())
                 out.writelines(line + "\n" for line in lines)
             tmp.replace(final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         raise InvalidArgument(
             "--output", f"{str(target)!r} cannot be written: {exc.strerror or exc}"
         ) from exc
+
+
+def _new_file_mode() -> int:
+    """What open() would give a new file here (mkstemp's is 0600): 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ output, to a file, and into a reader that stops early (`| head`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,9 @@ def test_export_to_a_file_leaves_only_the_file(data_dir: Path, tmp_path: Path) -
     assert out == b""
     assert target.read_text().splitlines() == list(iter_dsjson(data_dir, "w"))
     assert [path.name for path in tmp_path.iterdir()] == ["w.dsjson"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not mkstemp's
 
 
 def test_export_into_a_reader_that_stops_early_ends_quietly(data_dir: Path) -> None:
@@ -126,3 +130,34 @@ def test_export_into_a_pipe_named_as_output_writes_straight_to_it(data_dir: Path
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert out.decode().splitlines() == list(iter_dsjson(data_dir, "w"))
+
+
+def test_export_keeps_the_replaced_files_mode_and_the_users_own_tmp_file(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Exports hold users' contexts: a file kept private stays private. A file the user
+    happens to keep as `<name>.tmp` is not the export's scratch file."""
+    target = tmp_path / "w.dsjson"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    mine = tmp_path / "w.dsjson.tmp"
+    mine.write_text("the user's own\n")
+    process = _export("--data-dir", str(data_dir), "--experiment", "w", "--output", str(target))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert target.read_text().splitlines() == list(iter_dsjson(data_dir, "w"))
+    assert mine.read_text() == "the user's own\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["w.dsjson", "w.dsjson.tmp"]
+
+
+def test_export_into_a_pipe_given_as_output_that_stops_early_ends_quietly(
+    data_dir: Path,
+) -> None:
+    process = _export("--data-dir", str(data_dir), "--experiment", "w", "--output", "/dev/stdout")
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"{")
+    process.stdout.close()
+    err = process.stderr.read()
+    process.wait(timeout=120)
+    assert err == b"" and process.returncode == EXIT_BROKEN_PIPE

@@ -408,7 +408,10 @@ class GroupCommitWriter:
 
 
 def _is_repeated_id(exc: BaseException) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+    """A decision's (experiment, event_id) was taken: not the learned table's, whose UNIQUE
+    failing would be a bug (an event learned twice)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_CONSTRAINT_UNIQUE and "decisions." in str(exc)
 
 
 def _is_busy(exc: BaseException) -> bool:

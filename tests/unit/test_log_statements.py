@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from bandit_server.storage import sqlite_writer
 from bandit_server.storage.records import (
@@ -252,3 +253,15 @@ def test_learn_batch_past_sqlites_longest_string_is_read_row_by_row(manual: Manu
     items = manual.log.learn_batch("exp", rows, "--a")
     assert [item.event_id for item in items] == ids
     assert all(item.c_json == _decision("x").c_json for item in items)
+
+
+def test_a_repeated_learned_row_is_a_warning_not_a_repeated_id(manual: ManualLog) -> None:
+    """Only a decision's repeated event id is Rank's retry path; the learned table's UNIQUE
+    failing (an event learned twice) is a bug to be seen."""
+    manual.submit([_decision("a"), LearnedRow("exp", "a", -1.0, 0.0)])
+    manual.commit()
+    with capture_logs() as events:
+        manual.submit([LearnedRow("exp", "a", -1.0, 0.0)])
+        manual.commit()
+    failed = [e for e in events if e["event"] == "log_batch_failed"]
+    assert [(e["log_level"], e["repeated_id"]) for e in failed] == [("warning", False)]
