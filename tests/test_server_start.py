@@ -48,6 +48,17 @@ def _refused(data_dir: Path, port: int) -> str:
     return text
 
 
+def _serves_and_stops(data_dir: Path, port: int) -> None:
+    """A server starts on `data_dir`, answers, and stops cleanly on SIGTERM."""
+    process = _serve(data_dir, port)
+    try:
+        _ready(port).close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 0
+
+
 def _experiment_names(channel: grpc.Channel) -> list[str]:
     stub = pb_grpc.ExperimentServiceStub(channel)
     reply = stub.ListExperiments(pb.ListExperimentsRequest())
@@ -82,14 +93,7 @@ def test_a_second_server_on_a_data_directory_or_a_port_in_use_refuses_to_start(
         first.wait(timeout=60)
 
     # The refused server let its own directory go: a server starts there now.
-    second_port = free_port()
-    second = _serve(tmp_path / "second", second_port)
-    try:
-        _ready(second_port).close()
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(timeout=60)
-    assert second.returncode == 0
+    _serves_and_stops(tmp_path / "second", free_port())
 
 
 def test_a_killed_server_leaves_its_data_directory_free(tmp_path: Path) -> None:
@@ -99,13 +103,7 @@ def test_a_killed_server_leaves_its_data_directory_free(tmp_path: Path) -> None:
     _ready(port).close()
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
-    again = _serve(data_dir, port)
-    try:
-        _ready(port).close()
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(timeout=60)
-    assert again.returncode == 0
+    _serves_and_stops(data_dir, port)
 
 
 def test_a_data_directory_that_is_not_one_is_named(tmp_path: Path) -> None:
