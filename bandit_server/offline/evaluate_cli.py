@@ -64,7 +64,7 @@ def add_offline_commands(subparsers: Subparsers[argparse.ArgumentParser]) -> Non
         default=[],
         metavar="POLICY",
         help="a VW command line with --cb_explore_adf, or logged, baseline, uniform, "
-        "constant:<index> (repeatable)",
+        "constant:<index> (0-based; the first action on events with fewer) (repeatable)",
     )
     ev.add_argument(
         "--baselines", action="store_true", help="also evaluate the first action and uniform"

@@ -227,6 +227,14 @@ def fixed_pmfs(
         return np.where(np.arange(k)[None, :] < width, 1.0 / width, 0.0)
     index = np.zeros(n, dtype=np.int64)
     if isinstance(candidate, ConstantAction):
+        if len(dataset) and candidate.index >= k:
+            # Every event would fall back to its first action: scored as "baseline", under
+            # another name. An index no event has is a mistake (indices start at 0).
+            raise InvalidArgument(
+                "policy",
+                f"'constant:{candidate.index}': no event in the log has more than {k} actions "
+                f"(indices are 0-based: 0 to {k - 1})",
+            )
         index = np.where(candidate.index < dataset.n_actions, candidate.index, 0)
     pmf = np.zeros((n, k))
     pmf[np.arange(n), index] = 1.0

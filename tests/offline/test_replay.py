@@ -138,6 +138,15 @@ def test_parallel_replay_equals_sequential_replay(dataset: LoggedDataset) -> Non
         replay(dataset, candidates, workers=0)
 
 
+def test_a_constant_index_that_no_event_has_is_refused(dataset: LoggedDataset) -> None:
+    """Past every event's actions, 'constant' would score the first action under its own
+    name; the error gives the 0-based range instead."""
+    k = int(dataset.n_actions.max())
+    with pytest.raises(InvalidArgument, match=rf"constant:{k}'.* more than {k} actions.* 0 to"):
+        replay(dataset, [ConstantAction(k)], progress=False)
+    replay(dataset, [ConstantAction(k - 1)], progress=False)
+
+
 def test_fixed_candidates_give_their_distributions(dataset: LoggedDataset) -> None:
     """Logged = logged p; baseline = first action; uniform over each event's actions; constant
     falls back to the first action where the index does not exist."""
