@@ -68,11 +68,11 @@ _SCALARS: dict[str, type] = {
 }
 
 
-def _coerce(key: str, value: object, kind: type) -> object:
+def _coerce(key: str, value: object, kind: type, config_file: Path | None = None) -> object:
     """`value` as `kind`, from TOML's typed values or an environment string; never a silent
     conversion (a boolean port, a fractional port, a non-finite number)."""
     article = "an" if kind.__name__[0] in "aeiou" else "a"
-    problem = f"{describe(value)} is not {article} {kind.__name__}"
+    problem = _in_file(f"{describe(value)} is not {article} {kind.__name__}", config_file)
     if isinstance(value, bool) and kind is not bool:
         raise InvalidArgument(key, problem)
     fractional = isinstance(value, float) or (
@@ -85,7 +85,9 @@ def _coerce(key: str, value: object, kind: type) -> object:
     except (TypeError, ValueError):
         raise InvalidArgument(key, problem) from None
     if kind is float and not math.isfinite(result):
-        raise InvalidArgument(key, f"{describe(value)} is not a finite number")
+        raise InvalidArgument(
+            key, _in_file(f"{describe(value)} is not a finite number", config_file)
+        )
     return result
 
 
@@ -150,6 +152,9 @@ def load(
 ) -> Settings:
     """Defaults, then the file's [server] table, then BANDIT_* variables, then flags."""
     values: dict[str, object] = {}
+    # Where each value came from, for errors: the user fixes the file's `server.port`, the
+    # BANDIT_PORT variable or the --port flag, not an abstract "port".
+    origin: dict[str, str] = {}
     experiments: tuple[ExperimentConfig, ...] = ()
     if config_file is not None:
         try:
@@ -162,13 +167,27 @@ def load(
         for key, value in server.items():
             if key not in _SCALARS:
                 raise InvalidArgument(f"server.{key}", "is not a known setting")
-            values[key] = _coerce(key, value, _SCALARS[key])
+            origin[key] = f"server.{key}"
+            values[key] = _coerce(origin[key], value, _SCALARS[key], config_file)
         experiments = _experiments(data.get("experiments", []))
     env = os.environ if environ is None else environ
     for key in _SCALARS:
         if ENV_PREFIX + key.upper() in env:
-            values[key] = _coerce(key, env[ENV_PREFIX + key.upper()], _SCALARS[key])
+            origin[key] = ENV_PREFIX + key.upper()
+            values[key] = _coerce(origin[key], env[origin[key]], _SCALARS[key])
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = _coerce(key, value, _SCALARS[key])
-    return replace(Settings(), experiments=experiments, **values)  # type: ignore[arg-type]
+            origin[key] = "--" + key.replace("_", "-")
+            values[key] = _coerce(origin[key], value, _SCALARS[key])
+    try:
+        return replace(Settings(), experiments=experiments, **values)  # type: ignore[arg-type]
+    except InvalidArgument as exc:  # a range check: name where the value came from
+        if exc.field not in origin:
+            raise
+        source = config_file if origin[exc.field].startswith("server.") else None
+        problem = str(exc).split(": ", 1)[-1]
+        raise InvalidArgument(origin[exc.field], _in_file(problem, source)) from None
+
+
+def _in_file(problem: str, config_file: Path | None) -> str:
+    return problem if config_file is None else f"{problem} (in {str(config_file)!r})"

@@ -125,20 +125,20 @@ def test_an_unknown_experiment_key_is_invalid_naming_the_table(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("text", "environ", "field"),
     [
-        ('[server]\nport = "abc"\n', {}, "port"),
-        ("", {"BANDIT_PORT": "abc"}, "port"),
-        ("", {"BANDIT_PORT": "70000"}, "port"),
-        ("[server]\nport = -1\n", {}, "port"),
-        ('[server]\nsync = "sometimes"\n', {}, "sync"),
-        ('[server]\nlog_level = "loud"\n', {}, "log_level"),
-        ("[server]\ncheckpoint_interval_seconds = 0\n", {}, "checkpoint_interval_seconds"),
-        ("", {"BANDIT_CHECKPOINT_INTERVAL_SECONDS": "nan"}, "checkpoint_interval_seconds"),
-        ("[server]\nshutdown_grace_seconds = -1\n", {}, "shutdown_grace_seconds"),
-        ("", {"BANDIT_SHUTDOWN_GRACE_SECONDS": "soon"}, "shutdown_grace_seconds"),
-        ("[server]\ndata_dir = 5\n", {}, "data_dir"),
-        ("[server]\nmax_actions = 0\n", {}, "max_actions"),
-        ("", {"BANDIT_MAX_ACTIONS": "-1"}, "max_actions"),
-        ("", {"BANDIT_MAX_ACTIONS": "2.5"}, "max_actions"),
+        ('[server]\nport = "abc"\n', {}, "server.port"),
+        ("", {"BANDIT_PORT": "abc"}, "BANDIT_PORT"),
+        ("", {"BANDIT_PORT": "70000"}, "BANDIT_PORT"),
+        ("[server]\nport = -1\n", {}, "server.port"),
+        ('[server]\nsync = "sometimes"\n', {}, "server.sync"),
+        ('[server]\nlog_level = "loud"\n', {}, "server.log_level"),
+        ("[server]\ncheckpoint_interval_seconds = 0\n", {}, "server.checkpoint_interval_seconds"),
+        ("", {"BANDIT_CHECKPOINT_INTERVAL_SECONDS": "nan"}, "BANDIT_CHECKPOINT_INTERVAL_SECONDS"),
+        ("[server]\nshutdown_grace_seconds = -1\n", {}, "server.shutdown_grace_seconds"),
+        ("", {"BANDIT_SHUTDOWN_GRACE_SECONDS": "soon"}, "BANDIT_SHUTDOWN_GRACE_SECONDS"),
+        ("[server]\ndata_dir = 5\n", {}, "server.data_dir"),
+        ("[server]\nmax_actions = 0\n", {}, "server.max_actions"),
+        ("", {"BANDIT_MAX_ACTIONS": "-1"}, "BANDIT_MAX_ACTIONS"),
+        ("", {"BANDIT_MAX_ACTIONS": "2.5"}, "BANDIT_MAX_ACTIONS"),
         (
             '[[experiments]]\nname = "a"\nreward_aggregation = "max"\n',
             {},
@@ -151,15 +151,16 @@ def test_an_unknown_experiment_key_is_invalid_naming_the_table(tmp_path: Path) -
 def test_bad_values_are_invalid_naming_the_key(
     tmp_path: Path, text: str, environ: dict[str, str], field: str
 ) -> None:
-    """Bad values from the file or environment are InvalidArgument naming the setting."""
+    """Bad values are InvalidArgument naming where they were set: the file's `server.<key>`
+    (and the file), the BANDIT_ variable, or the flag."""
     error = _error(tmp_path, text, environ=environ)
     assert error.field == field
 
 
 def test_a_bad_flag_is_invalid_naming_the_key(tmp_path: Path) -> None:
-    """Flags are checked like everything else."""
+    """Flags are checked like everything else, and named as flags."""
     error = _error(tmp_path, "", overrides={"port": "http"})
-    assert error.field == "port"
+    assert error.field == "--port"
 
 
 @pytest.mark.parametrize("text", ["[server\nport = 1\n", "port = = 1\n"])
@@ -205,14 +206,15 @@ def test_a_nan_shutdown_grace_is_invalid() -> None:
     """A NaN grace period is rejected naming shutdown_grace_seconds."""
     with pytest.raises(InvalidArgument) as info:
         settings.load(None, environ={"BANDIT_SHUTDOWN_GRACE_SECONDS": "nan"})
-    assert info.value.field == "shutdown_grace_seconds"
+    assert info.value.field == "BANDIT_SHUTDOWN_GRACE_SECONDS"
 
 
 @pytest.mark.parametrize("value", ["true", "8080.7"])
 def test_a_port_of_the_wrong_toml_type_is_invalid(tmp_path: Path, value: str) -> None:
     """A boolean or fractional port in the file is rejected, not silently converted."""
     error = _error(tmp_path, f"[server]\nport = {value}\n")
-    assert error.field == "port"
+    assert error.field == "server.port"
+    assert "bandit.toml" in str(error)  # which file to fix
 
 
 def test_a_server_key_that_is_not_a_table_is_invalid(tmp_path: Path) -> None:
