@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
+from bandit_server.core.experiment import ExperimentConfig
 from bandit_server.engine.engine import Engine
-from bandit_server.errors import CannotStart, NotFound
+from bandit_server.errors import CannotStart, InvalidArgument, NotFound
 from bandit_server.rpc.server import build_server
 from bandit_server.settings import Settings
 from bandit_server.storage.dir_lock import DataDirLock
@@ -85,14 +86,13 @@ class App:
             ) from exc
 
     async def _declare_and_listen(self, freeze_heap: bool) -> None:
-        for config in self.settings.experiments:
+        for index, config in enumerate(self.settings.experiments):
             try:
-                current = self.engine.get_experiment(config.name).config
-            except NotFound:
-                await self.engine.create_experiment(config)
-                continue
-            if current != config:
-                await self.engine.update_experiment(config)
+                await self._declare(config)
+            except InvalidArgument as exc:  # name the config file's table, as settings does
+                key = exc.field.split(".", 1)[-1]
+                problem = str(exc).split(": ", 1)[-1]
+                raise InvalidArgument(f"experiments[{index}].{key}", problem) from None
         if freeze_heap:  # before serving, so no call is in flight during the full collection
             freeze_startup_heap()
         self._server, self.port, _ = await build_server(
@@ -102,6 +102,15 @@ class App:
             self._extra_handlers,
             max_actions=self.settings.max_actions,
         )
+
+    async def _declare(self, config: ExperimentConfig) -> None:
+        try:
+            current = self.engine.get_experiment(config.name).config
+        except NotFound:
+            await self.engine.create_experiment(config)
+            return
+        if current != config:
+            await self.engine.update_experiment(config)
 
     async def stop(self) -> None:
         """Drain in-flight calls, then flush the log, learn what is queued and checkpoint."""

@@ -19,10 +19,10 @@ from bandit_server.rpc.server import free_port
 VW_ARGS = "--cb_explore_adf --epsilon 0.1"
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(data_dir: Path, port: int, *more: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "bandit_server", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--log-level", "warning"],
+         "--data-dir", str(data_dir), "--log-level", "warning", *more],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -33,9 +33,9 @@ def _ready(port: int) -> grpc.Channel:
     return channel
 
 
-def _refused(data_dir: Path, port: int) -> str:
+def _refused(data_dir: Path, port: int, *more: str) -> str:
     """Start a server that must refuse: its exit status is 2; returns what it printed."""
-    process = _serve(data_dir, port)
+    process = _serve(data_dir, port, *more)
     try:
         _, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -117,3 +117,17 @@ def test_a_data_directory_that_is_not_one_is_named(tmp_path: Path) -> None:
     message = _refused(garbage, free_port())
     assert f"--data-dir {str(garbage)!r} cannot be used" in message
     assert "not a database" in message
+
+
+def test_a_configured_experiment_that_cannot_be_made_names_its_table(tmp_path: Path) -> None:
+    """An experiment the config file declares, whose vw_args VW refuses, stops the start
+    naming `experiments[i]` as the file's other errors do; the directory is free after."""
+    config = tmp_path / "bandit.toml"
+    config.write_text(
+        '[[experiments]]\nname = "fine"\n'
+        '[[experiments]]\nname = "broken"\nvw_args = "--cb_explore_adf --no-such-option"\n'
+    )
+    data_dir = tmp_path / "data"
+    message = _refused(data_dir, free_port(), "--config", str(config))
+    assert "experiments[1].vw_args: " in message and "--no-such-option" in message
+    _serves_and_stops(data_dir, free_port())
