@@ -155,9 +155,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--report and --json must be writable files: found out before a long evaluation, not
+    after it."""
+    for option in ("report", "json"):
+        path: Path | None = getattr(args, option, None)
+        if path is None:
+            continue
+        if path.is_dir():
+            raise InvalidArgument(f"--{option}", f"{str(path)!r} is a directory")
+        if not path.parent.is_dir():
+            raise InvalidArgument(
+                f"--{option}", f"{str(path)!r}: directory {str(path.parent)!r} does not exist"
+            )
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
+            _check_outputs(args)
             return handler(args)
         except (BanditError, OSError) as exc:
             print(f"bandit-server {getattr(args, 'command', 'offline')}: {exc}", file=sys.stderr)

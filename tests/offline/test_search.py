@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bandit_server.cli import build_parser
+from bandit_server.cli import build_parser, main
 from bandit_server.errors import InvalidArgument
 from bandit_server.learners import vw_probe
+from bandit_server.offline import evaluate_cli
 from bandit_server.offline.dataset import NamespaceInventory, load_dsjson
 from bandit_server.offline.evaluation import EvaluationSettings
 from bandit_server.offline.importance import drop_namespace, importance
@@ -159,3 +161,27 @@ def test_the_command_line_is_built_without_trying_vw_settings(
     monkeypatch.setattr(vw_probe.subprocess, "run", no_child)
     parser = build_parser()
     assert parser.parse_args(["export", "--data-dir", "d", "--experiment", "x"]).command == "export"
+
+
+@pytest.mark.parametrize("option", ["--report", "--json"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_evaluation(
+    tmp_path: Path, option: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report in a missing directory, or a directory as the report, fails at once (exit 2,
+    the option named), not after a long evaluation, and leaves nothing behind."""
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(make_log(50, 0)) + "\n")
+
+    def no_evaluation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", no_evaluation)
+    for target, reason in (
+        (tmp_path / "missing" / "out", "does not exist"),
+        (tmp_path, "is a directory"),
+    ):
+        code = main(["evaluate", "--baselines", "--log", str(log), option, str(target)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"{option}: {str(target)!r}" in err and reason in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["log.jsonl"]
