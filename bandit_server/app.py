@@ -15,7 +15,7 @@ from bandit_server.core.experiment import ExperimentConfig
 from bandit_server.engine.engine import Engine
 from bandit_server.errors import CannotStart, InvalidArgument, NotFound
 from bandit_server.rpc.server import build_server
-from bandit_server.settings import Settings
+from bandit_server.settings import Settings, in_experiments_table
 from bandit_server.storage.dir_lock import DataDirLock
 
 log = structlog.get_logger(__name__)
@@ -89,10 +89,8 @@ class App:
         for index, config in enumerate(self.settings.experiments):
             try:
                 await self._declare(config)
-            except InvalidArgument as exc:  # name the config file's table, as settings does
-                key = exc.field.split(".", 1)[-1]
-                problem = str(exc).split(": ", 1)[-1]
-                raise InvalidArgument(f"experiments[{index}].{key}", problem) from None
+            except InvalidArgument as exc:
+                raise in_experiments_table(index, exc) from None
         if freeze_heap:  # before serving, so no call is in flight during the full collection
             freeze_startup_heap()
         self._server, self.port, _ = await build_server(

@@ -13,6 +13,7 @@ class InvalidArgument(BanditError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.problem = message  # without the field: to name it otherwise (see settings)
 
 
 class NotFound(BanditError, LookupError):

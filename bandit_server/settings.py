@@ -126,9 +126,14 @@ def _experiment(index: int, data: object) -> ExperimentConfig:
             model_update_interval_seconds=numbers.get("model_update_interval_seconds", 0.0),
         )
     except InvalidArgument as exc:
-        # ExperimentConfig names fields "experiment.<key>"; say which table it was.
-        key = exc.field.split(".", 1)[-1]
-        raise InvalidArgument(f"{where}.{key}", str(exc).split(": ", 1)[-1]) from None
+        raise in_experiments_table(index, exc) from None
+
+
+def in_experiments_table(index: int, exc: InvalidArgument) -> InvalidArgument:
+    """An error about an experiment's config (ExperimentConfig, or VW refusing its vw_args
+    when it is made), named as the file names it: `experiments[<index>].<key>`."""
+    key = exc.field.split(".", 1)[-1]  # ExperimentConfig names fields "experiment.<key>"
+    return InvalidArgument(f"experiments[{index}].{key}", exc.problem)
 
 
 def _experiments(tables: object) -> tuple[ExperimentConfig, ...]:
@@ -185,8 +190,7 @@ def load(
         if exc.field not in origin:
             raise
         source = config_file if origin[exc.field].startswith("server.") else None
-        problem = str(exc).split(": ", 1)[-1]
-        raise InvalidArgument(origin[exc.field], _in_file(problem, source)) from None
+        raise InvalidArgument(origin[exc.field], _in_file(exc.problem, source)) from None
 
 
 def _in_file(problem: str, config_file: Path | None) -> str:

@@ -361,8 +361,9 @@ class GroupCommitWriter:
         error = self.last_error
         # A repeated event id is Rank's documented way to retry (the UNIQUE constraint is the
         # check): not a failure an operator must look at.
-        log_at = log.info if _is_repeated_id(error) else log.warning
-        log_at("log_batch_failed", error=repr(error), jobs=jobs, repeated_id=_is_repeated_id(error))
+        repeated = _is_repeated_id(error)
+        log_at = log.info if repeated else log.warning
+        log_at("log_batch_failed", error=repr(error), jobs=jobs, repeated_id=repeated)
 
     def _write(self, batch: _Batch, wait_for_lock: bool = True) -> bool:
         """The batch's transaction. While another connection holds SQLite's write lock (a mark
